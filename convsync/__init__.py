@@ -1,0 +1,3 @@
+"""convsync: mirror Agent API conversations as local folders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from convsync.cli import main
+
+sys.exit(main())
