@@ -555,3 +555,42 @@ def create_conversation(emu: Any, aid: str, name: str) -> str:
 def finished(record: Any) -> bool:
     """Whether a logged emulator request has completed."""
     return bool(getattr(record, "finished", None))
+
+
+# ---------------------------------------------------------------------------------------------- scale
+
+
+def seed(emu: Any, aid: str, conversations: int, messages: int) -> list[str]:
+    """Seed the emulator's store directly (``convsync.emulator.seed``); the new conversation ids."""
+    from convsync.emulator.seed import seed_conversations  # noqa: PLC0415 - only the scale benches need it
+
+    return seed_conversations(emu.store, aid, conversations, messages)
+
+
+def wait_mirrored(root: Path, cids: Sequence[str], timeout: float) -> float:
+    """Wait until every conversation in ``cids`` has a folder with a non-empty ``transcript.md``; the time."""
+    missing = set(cids)
+
+    def done() -> bool:
+        if len(missing) > 0:
+            folders = conversation_folders(root)
+            for cid in list(missing):
+                folder = folders.get(cid)
+                with contextlib.suppress(OSError):
+                    if folder is not None and (folder / "transcript.md").stat().st_size > 0:
+                        missing.discard(cid)
+        return not missing
+
+    wait_until(done, timeout, f"{len(cids)} conversations mirrored", interval=0.05)
+    return time.time()
+
+
+def engine_concurrency() -> int:
+    """How many conversations the daemon's engine handles at once (the baselines use the same)."""
+    from convsync.mirror import engine  # noqa: PLC0415 - read lazily: only the scale benches need it
+
+    for name in ("WORKERS", "DEFAULT_WORKERS", "MAX_WORKERS", "CONCURRENCY"):
+        value = getattr(engine, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 4

@@ -1,0 +1,195 @@
+"""Bench 5, scale: the first full mirror of many long conversations, then the daemon's idle footprint.
+
+Phase 1: the emulator is seeded with N conversations of M messages (straight into its store); ``convsync run``
+starts on an empty root. The figure is the time from spawning the process to READY=1 with every conversation's
+``transcript.md`` on disk. Baseline, same run: a bare httpx script (its own process, timed the same way) that
+replays exactly the GET requests the daemon made during its first mirror, at the daemon's concurrency.
+
+Phase 2: the daemon idles for a while. Figures: its CPU use in % of one core (/proc utime+stime), its RSS,
+and its request rate against the configured poll budget (the most requests the poll intervals allow).
+
+Targets: first mirror ≤ 1.3x the baseline; idle CPU < 1 %; RSS < 200 MiB; request rate within the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import harness as h
+import httpx
+
+# A rate limit far above what the machine can serve: phase 1 measures the mirror, not the client's limiter
+# (at the default 30 requests / 10 s, 1,000 conversations take 5.5 minutes by construction).
+UNLIMITED = (100_000, 1.0)
+
+
+def replay(url: str, paths_file: str, concurrency: int) -> None:
+    """The baseline: the same GETs with one httpx client and ``concurrency`` threads; prints its own time."""
+    api_key = os.environ["CONVSYNC_API_KEY"]
+    paths: list[str] = json.loads(Path(paths_file).read_text())
+    started = time.perf_counter()
+    with httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=120,
+        limits=httpx.Limits(max_connections=concurrency),
+    ) as client:
+
+        def get(path: str) -> int:
+            response = client.get(path)
+            response.raise_for_status()
+            response.json()  # the daemon parses every body; so does the baseline
+            return len(response.content)
+
+        if concurrency <= 1:
+            total = sum(get(p) for p in paths)
+        else:
+            # The list requests come first for the daemon as well; then the per-conversation GETs fan out.
+            head = [p for p in paths if p.rstrip("/").endswith(("/agents", "/conversations"))]
+            rest = [p for p in paths if p not in head]
+            total = sum(get(p) for p in head)
+            with ThreadPoolExecutor(concurrency) as pool:
+                total += sum(pool.map(get, rest))
+    print(json.dumps({"seconds": time.perf_counter() - started, "bytes": total, "requests": len(paths)}))
+
+
+def poll_budget(window: float, poll: dict[str, float], agents: int, conversations: int) -> int:
+    """The most requests the poll schedule allows in ``window`` seconds when nothing is active: the agent and
+    conversation lists every ``conversations_seconds``, every conversation's messages every ``idle_seconds``
+    (each counted once more for the cycle that straddles the window's start)."""
+    lists = math.ceil(window / poll["conversations_seconds"]) + 1
+    per_conversation = math.ceil(window / poll["idle_seconds"]) + 1
+    return lists * (1 + agents) + per_conversation * conversations
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = h.size_args(
+        argv,
+        __doc__ or "",
+        conversations=(50, 1000),
+        messages=(10, 50),
+        idle_seconds=(10, 300),
+        concurrency=(0, 0),
+    )
+    poll = {
+        "active_seconds": 2.0,
+        "idle_seconds": 60.0,
+        "conversations_seconds": 30.0,
+        "rescan_seconds": 60.0,
+    }
+    with h.workdir(args.workdir, "cs-bench-scale-") as work, h.emulator() as emu:
+        aid = emu.agent_id("Demo Agent")
+        t = time.perf_counter()
+        cids = h.seed(emu, aid, args.conversations, args.messages)
+        seed_seconds = time.perf_counter() - t
+
+        root = h.make_root(work / "root")
+        config = h.write_config(
+            work / "scale.yaml",
+            url=emu.base_url,
+            root=root,
+            state_dir=work / "state",
+            rate_limit=UNLIMITED,
+            poll=poll,
+        )
+        concurrency = args.concurrency or h.engine_concurrency()
+        daemon = h.Daemon(config, work).start()
+        try:
+            ready = daemon.wait_ready(timeout=1800)
+            mirrored = h.wait_mirrored(root, cids, timeout=1800)
+            first_mirror = max(ready, mirrored) - daemon.started
+            gets = [
+                r for r in h.requests_since(emu, daemon.started, methods=("GET",)) if r.started <= mirrored
+            ]
+            mirror_peak = h.peak_rss(daemon.pid)
+
+            # Phase 2: idle; the window opens once the daemon is done with what follows the mirror.
+            time.sleep(1.0)
+            before = h.proc_sample(daemon.pid)
+            sampler = h.Sampler(daemon.pid, interval=0.5)
+            time.sleep(args.idle_seconds)
+            samples = sampler.stop()
+            after = samples[-1]
+            idle_requests = [r for r in list(emu.requests) if before.at <= r.started <= after.at]
+            peak = h.peak_rss(daemon.pid)
+        finally:
+            code = daemon.stop()
+        if code != 0:
+            print(f"note: convsync run exited with {code}:\n{daemon.log_tail()}", file=sys.stderr)
+
+        paths_file = work / "gets.json"
+        paths_file.write_text(json.dumps([r.path + (f"?{r.query}" if r.query else "") for r in gets]))
+        spawned = time.time()
+        out = subprocess.run(
+            [sys.executable, __file__, "--replay", emu.base_url, str(paths_file), str(concurrency)],
+            env={"CONVSYNC_API_KEY": emu.api_key, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
+        )
+        baseline = time.time() - spawned
+        inner = json.loads(out.stdout.strip().splitlines()[-1])
+
+    window = after.at - before.at
+    cpu_pct = 100.0 * (after.cpu - before.cpu) / window
+    idle_rss = max(s.rss for s in samples)
+    rate = len(idle_requests) / window
+    budget = poll_budget(window, poll, 1, len(cids)) / window
+    n, m = args.conversations, args.messages
+    h.report(
+        f"scale ({n} conversations x {m} messages; idle {args.idle_seconds:g} s)",
+        [
+            h.Row(
+                "first full mirror",
+                first_mirror,
+                "s",
+                baseline,
+                f"<= {1.3 * baseline:.3g} s (1.3x)",
+                first_mirror <= 1.3 * baseline,
+            ),
+            h.Row("first mirror GET requests", len(gets), "", inner["requests"]),
+            h.Row(
+                "first mirror peak RSS",
+                mirror_peak / h.MiB,
+                "MiB",
+                None,
+                "< 200 MiB",
+                mirror_peak < 200 * h.MiB,
+            ),
+            h.Row("idle CPU (% of one core)", cpu_pct, "%", None, "< 1 %", cpu_pct < 1.0),
+            h.Row("idle RSS", idle_rss / h.MiB, "MiB", None, "< 200 MiB", idle_rss < 200 * h.MiB),
+            h.Row(
+                "idle request rate",
+                rate,
+                "req/s",
+                budget,
+                f"<= {budget:.3g} req/s (poll budget)",
+                rate <= budget,
+            ),
+            h.Row("peak RSS (whole run)", peak / h.MiB, "MiB", None, "< 200 MiB", peak < 200 * h.MiB),
+        ],
+        notes=[
+            f"seeded {n * m:,} messages in {seed_seconds:.1f} s; concurrency {concurrency}; rate limit "
+            f"{UNLIMITED[0]:,}/{UNLIMITED[1]:g} s; poll {poll}",
+            f"baseline: httpx replay of the daemon's {len(gets)} GETs, {inner['seconds']:.2f} s in-script "
+            f"({inner['bytes'] / h.MiB:.1f} MiB of bodies); both timed from process spawn",
+            f"idle window {window:.1f} s: {len(idle_requests)} requests "
+            + str(sorted({r.route or r.path.rsplit("/", 1)[-1] for r in idle_requests})),
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--replay":
+        replay(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        sys.exit(0)
+    sys.exit(main())
