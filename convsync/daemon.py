@@ -1,0 +1,262 @@
+"""The daemon's life cycle around the sync engine: lock, start, readiness, status, watchdog, reload, stop.
+
+::
+
+    run_daemon: lock the state dir, Engine(config).start(), then until stopped:
+        first full scan done             → READY=1
+        every few seconds                → STATUS=<summary>
+        every WATCHDOG_USEC/2, if healthy → WATCHDOG=1
+        SIGHUP                           → RELOADING=1, reload the config, READY=1
+        SIGTERM/SIGINT                   → STOPPING=1, engine.stop(bounded), exit 0
+
+Signal handlers only set a flag and poke a socket pair; the main thread, sleeping in ``select`` on that
+socket, does the work. The engine owns every other thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Protocol, cast
+
+from convsync import paths
+from convsync.cli import Exit
+from convsync.config import Config, load_config
+from convsync.errors import ConfigError, ConvsyncError
+from convsync.lock import InstanceLock
+from convsync.logs import set_level
+from convsync.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 20.0  # the unit's TimeoutStopSec= (30 s) leaves room for the rest of the shutdown
+_STARTUP_POLL_SECONDS = 0.02  # how often readiness is checked until the first scan is done
+
+
+class EngineLike(Protocol):
+    """What the daemon needs of ``convsync.mirror.engine.Engine``."""
+
+    def start(self) -> None: ...
+    def wait_ready(self, timeout: float | None = None) -> bool: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
+    def reload(self, config: Config) -> None: ...
+    def run_once(self) -> object: ...
+    def summary(self) -> object: ...
+    def healthy(self) -> bool: ...
+
+
+EngineFactory = Callable[[Config], EngineLike]
+
+
+def _engine_factory() -> EngineFactory:
+    # Imported on first use: the engine pulls in the API client and the watcher.
+    module = importlib.import_module("convsync.mirror.engine")
+    return cast(EngineFactory, module.Engine)
+
+
+class Daemon:
+    """One ``convsync run``; ``request_stop``/``request_reload`` are safe from signal handlers and threads."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        *,
+        engine_factory: EngineFactory | None = None,
+        notifier: Notifier | None = None,
+        status_interval: float = STATUS_INTERVAL_SECONDS,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
+    ) -> None:
+        self.config = config
+        # Reload from the very file we started with, even if $CONVSYNC_CONFIG changed meanwhile.
+        self.config_path = config_path or config.config_file
+        self._engine_factory = engine_factory
+        self.notifier = notifier or Notifier()
+        self.status_interval = status_interval
+        self.stop_timeout = stop_timeout
+        self._stop_signal: str | None = None
+        self._reload_requested = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # -- requests (signal handlers, other threads) -----------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if self._stop_signal is None:
+            self._stop_signal = reason
+        self._poke()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # a full buffer already means "wake up"
+            self._wake_w.send(b"\0")
+
+    # -- the main thread -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code (0 after a graceful stop)."""
+        state_dir = paths.state_dir(self.config.state_dir)
+        try:
+            with InstanceLock(state_dir), self._signal_handlers():
+                log.info(
+                    "convsync starting: root %s, server %s, key from the %s, state in %s",
+                    self.config.root,
+                    self.config.url,
+                    self.config.api_key_source or "config",
+                    state_dir,
+                )
+                self.notifier.status("starting")
+                engine = (self._engine_factory or _engine_factory())(self.config)
+                try:
+                    engine.start()
+                    self._loop(engine)
+                except BaseException:
+                    self._shutdown(engine, quiet=True)
+                    raise
+                self._shutdown(engine, quiet=False)
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+        return Exit.OK
+
+    def _loop(self, engine: EngineLike) -> None:
+        ready = False
+        watchdog_interval = self.notifier.watchdog_interval()
+        next_status = time.monotonic()
+        next_watchdog = time.monotonic()
+        healthy = True
+        while self._stop_signal is None:
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload(engine, ready)
+            if not ready and engine.wait_ready(timeout=0):
+                ready = True
+                log.info("ready: the first full scan is done")
+                self.notifier.ready()
+                next_status = time.monotonic()
+            now = time.monotonic()
+            if now >= next_status:
+                summary = str(engine.summary())
+                self.notifier.status(summary if ready else f"starting: first scan; {summary}")
+                next_status = now + self.status_interval
+                healthy = self._check_health(engine, healthy)
+            if watchdog_interval is not None and now >= next_watchdog:
+                healthy = self._check_health(engine, healthy)
+                if healthy:
+                    self.notifier.watchdog()
+                next_watchdog = now + watchdog_interval
+            wake_at = min(next_status, next_watchdog if watchdog_interval is not None else math.inf)
+            if not ready:
+                wake_at = min(wake_at, now + _STARTUP_POLL_SECONDS)
+            self._sleep(wake_at - time.monotonic())
+        log.info("stopping (%s)", self._stop_signal)
+
+    def _check_health(self, engine: EngineLike, was_healthy: bool) -> bool:
+        healthy = engine.healthy()
+        if was_healthy and not healthy:
+            log.error(
+                "the sync engine is stuck (a worker died or made no progress); withholding the watchdog ping"
+            )
+        elif healthy and not was_healthy:
+            log.info("the sync engine is healthy again")
+        return healthy
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            select.select([self._wake_r], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _reload(self, engine: EngineLike, ready: bool) -> None:
+        self.notifier.reloading()
+        log.info("reloading the configuration from %s", self.config_path or "the default location")
+        try:
+            new = load_config(self.config_path)
+            if paths.state_dir(new.state_dir) != paths.state_dir(self.config.state_dir):
+                raise ConfigError(
+                    [
+                        "state_dir: cannot change while convsync runs. Fix: restart it "
+                        "(systemctl --user restart convsync)"
+                    ]
+                )
+            engine.reload(new)
+        except ConvsyncError as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error(
+                "reload failed; still running with the previous configuration:\n%s",
+                "\n".join(f"  - {p}" for p in problems),
+            )
+            self.notifier.status(f"reload failed, running with the previous configuration: {problems[0]}")
+        else:
+            self.config = new
+            set_level(new.log_level)
+            log.info("configuration reloaded")
+        if ready:
+            self.notifier.ready()
+
+    def _shutdown(self, engine: EngineLike, *, quiet: bool) -> None:
+        self.notifier.stopping()
+        self.notifier.status("stopping: finishing the step in flight")
+        try:
+            engine.stop(timeout=self.stop_timeout)
+        except Exception:
+            if not quiet:
+                raise
+            log.exception("stopping the sync engine failed as well")
+        log.info("stopped")
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may install handlers (tests drive request_stop directly)
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if signum == signal.SIGHUP:
+                self.request_reload()
+            else:
+                self.request_stop(signal.Signals(signum).name)
+
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_daemon(
+    config: Config,
+    config_path: Path | None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    notifier: Notifier | None = None,
+) -> int:
+    """``convsync run``: mirror until SIGTERM/SIGINT, reload on SIGHUP; exit code per ``cli.Exit``."""
+    return Daemon(config, config_path, engine_factory=engine_factory, notifier=notifier).run()
+
+
+def sync_once(config: Config, *, engine_factory: EngineFactory | None = None) -> int:
+    """``convsync sync``: one full blocking reconcile pass under the instance lock, then exit 0 (or raise)."""
+    with InstanceLock(paths.state_dir(config.state_dir)):
+        engine = (engine_factory or _engine_factory())(config)
+        report = engine.run_once()
+    log.info("sync done: %s", report)
+    return Exit.OK

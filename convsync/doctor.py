@@ -1,0 +1,285 @@
+"""``convsync doctor``: check everything a daemon needs and print each problem with its fix.
+
+Checks, in order: the config, the API key source, the server (reachable, key accepted, configured agents
+visible), the mirror root and its marker, inotify limits against the folders under the root, the state
+directory. Exits 0 when all pass, else with the code (``convsync.cli.Exit``) of the first failing check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from convsync import paths
+from convsync.api.client import AgentClient, RateLimit
+from convsync.api.models import Agent
+from convsync.cli import Exit
+from convsync.config import Config, load_config
+from convsync.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    NotFound,
+    ProtocolError,
+)
+from convsync.lock import holder_pid
+from convsync.logs import redact
+
+Say = Callable[[str], None]
+
+INOTIFY_WATCHES_FILE = Path("/proc/sys/fs/inotify/max_user_watches")
+INOTIFY_INSTANCES_FILE = Path("/proc/sys/fs/inotify/max_user_instances")
+_SYSCTL_FILE = "/etc/sysctl.d/60-convsync-inotify.conf"
+_WATCH_HEADROOM = 0.8  # other programs (editors, IDEs, file managers) use watches too
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    ok: bool
+    topic: str
+    message: str
+    fix: str = ""
+    code: Exit = Exit.OK
+
+
+class _Report:
+    def __init__(self, say: Say) -> None:
+        self.say = say
+        self.findings: list[Finding] = []
+
+    def ok(self, topic: str, message: str) -> None:
+        self._add(Finding(True, topic, message))
+
+    def problem(self, topic: str, message: str, fix: str, code: Exit) -> None:
+        self._add(Finding(False, topic, message, fix, code))
+
+    def info(self, topic: str, message: str) -> None:
+        self.say(redact(f"info     {topic}: {message}"))
+
+    def _add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        label = "ok      " if finding.ok else "PROBLEM "
+        self.say(redact(f"{label} {finding.topic}: {finding.message}"))
+        for index, line in enumerate(finding.fix.splitlines()):
+            self.say(redact(f"         {'fix: ' if index == 0 else '     '}{line}"))
+
+    def exit_code(self) -> int:
+        for finding in self.findings:
+            if not finding.ok:
+                return finding.code
+        return Exit.OK
+
+
+def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
+    """``convsync doctor``: print every check's result and each problem's fix; exit code per the contract."""
+    report = _Report(say)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            message, _, fix = problem.partition(". Fix: ")
+            report.problem("config", message, fix, Exit.CONFIG)
+        say("The remaining checks need a valid config; fix the problems above and run convsync doctor again.")
+        return report.exit_code()
+    report.ok("config", str(config.config_file))
+    report.ok("API key", f"read from the {config.api_key_source}")
+    _check_server(config, report)
+    _check_root(config, report)
+    _check_inotify(config.root, report)
+    _check_state_dir(paths.state_dir(config.state_dir), report)
+    pid = holder_pid(paths.state_dir(config.state_dir))
+    if pid:
+        report.info("daemon", f"running (pid {pid}) with this state directory")
+    code = report.exit_code()
+    say("All checks passed." if code == Exit.OK else f"Some checks failed (exit status {int(code)}).")
+    return code
+
+
+def _client(config: Config) -> AgentClient:
+    verify: bool | str = (
+        str(config.ca_bundle) if config.ca_bundle and config.verify_tls else config.verify_tls
+    )
+    return AgentClient(
+        config.url,
+        config.api_key,
+        timeout=config.timeout_seconds,
+        verify=verify,
+        use_truststore=config.use_truststore,
+        rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
+        max_retries=1,
+    )
+
+
+def _check_server(config: Config, report: _Report) -> None:
+    try:
+        with _client(config) as client:
+            agents = client.list_agents()
+    except AuthError as exc:
+        report.problem(
+            "server",
+            f"{config.url} refused the API key from the {config.api_key_source}: {exc}",
+            "check that the key is current and belongs to this tenant (create a new one in the web UI)",
+            Exit.AUTH,
+        )
+        return
+    except NotFound as exc:
+        report.problem(
+            "server",
+            f"{config.url} has no agents route ({exc})",
+            "the base URL is probably wrong; it looks like https://HOST/tenants/TENANT/api/v2",
+            Exit.CONFIG,
+        )
+        return
+    except ProtocolError as exc:
+        report.problem(
+            "server",
+            f"{config.url} does not answer like the Agent API ({exc})",
+            "check server.url: it must be the API base URL, not the web UI's address",
+            Exit.CONFIG,
+        )
+        return
+    except ApiError as exc:
+        report.problem(
+            "server",
+            f"cannot reach {config.url}: {exc}",
+            "check the URL, the network and any proxy; for TLS problems see server.verify_tls, "
+            "server.ca_bundle and server.truststore",
+            Exit.TRANSIENT,
+        )
+        return
+    names = ", ".join(sorted(a.name for a in agents)[:5]) + (", …" if len(agents) > 5 else "")
+    report.ok(
+        "server",
+        f"{config.url} accepted the key; {len(agents)} agent(s) visible" + (f": {names}" if agents else ""),
+    )
+    _check_agents(config, agents, report)
+
+
+def _check_agents(config: Config, agents: list[Agent], report: _Report) -> None:
+    by_id = {a.id for a in agents}
+    by_name = {a.name.casefold() for a in agents}
+    for index, selector in enumerate(config.agents):
+        if selector.id is not None and selector.id not in by_id:
+            report.problem(
+                f"agents[{index}]",
+                f"no visible agent has the id {selector.id}",
+                "copy the id from the server, or select the agent by name",
+                Exit.CONFIG,
+            )
+        elif selector.name is not None and selector.name.casefold() not in by_name:
+            visible = ", ".join(sorted(a.name for a in agents)) or "none"
+            report.problem(
+                f"agents[{index}]",
+                f"no visible agent is named {selector.name!r}",
+                f"use one of the visible agents' names ({visible})",
+                Exit.CONFIG,
+            )
+
+
+def _check_root(config: Config, report: _Report) -> None:
+    root = config.root
+    marker = root / paths.ROOT_MARKER_NAME
+    if not root.is_dir():
+        report.problem(
+            "root",
+            f"{root} does not exist (or is not a folder)",
+            f"create it with its marker: mkdir -p {root} && touch {marker}  (or run convsync init)",
+            Exit.ROOT_UNAVAILABLE,
+        )
+    elif not marker.exists():
+        report.problem(
+            "root",
+            f"{root} has no {paths.ROOT_MARKER_NAME} marker, so convsync will not touch it "
+            "(an unmounted disk looks like this)",
+            f"mount the disk that holds it; if this really is the mirror root: touch {marker}",
+            Exit.ROOT_UNAVAILABLE,
+        )
+    elif not os.access(root, os.W_OK | os.X_OK):
+        report.problem("root", f"{root} is not writable by you", f"chmod u+rwx {root}", Exit.ROOT_UNAVAILABLE)
+    else:
+        report.ok("root", f"{root} (marker present)")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def count_dirs(root: Path, stop_after: int) -> int:
+    """Folders under ``root``, itself included (each takes an inotify watch), counted up to ``stop_after``."""
+    if not root.is_dir():
+        return 0
+    count = 0
+    for _ in os.walk(root, followlinks=False):
+        count += 1
+        if count >= stop_after:
+            break
+    return count
+
+
+def _check_inotify(root: Path, report: _Report) -> None:
+    limit = _read_int(INOTIFY_WATCHES_FILE)
+    if limit is None:
+        report.info("inotify", f"cannot read {INOTIFY_WATCHES_FILE}; not checked")
+        return
+    folders = count_dirs(root, stop_after=limit + 1)
+    if folders > limit * _WATCH_HEADROOM:
+        suggested = max(524_288, 1 << max(folders * 4, 1).bit_length())
+        report.problem(
+            "inotify",
+            f"{folders} folders under {root} need as many watches; fs.inotify.max_user_watches is {limit}",
+            f"raise the limit:\n"
+            f"echo fs.inotify.max_user_watches={suggested} | sudo tee {_SYSCTL_FILE}\n"
+            f"sudo sysctl --system",
+            Exit.CONFIG,
+        )
+    else:
+        report.ok("inotify", f"{folders} folder(s) to watch, max_user_watches is {limit}")
+    instances = _read_int(INOTIFY_INSTANCES_FILE)
+    if instances is not None and instances < 8:
+        report.problem(
+            "inotify",
+            f"fs.inotify.max_user_instances is only {instances}",
+            f"echo fs.inotify.max_user_instances=128 | sudo tee -a {_SYSCTL_FILE}\nsudo sysctl --system",
+            Exit.CONFIG,
+        )
+
+
+def _check_state_dir(state_dir: Path, report: _Report) -> None:
+    existing = state_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if existing == state_dir:
+            with tempfile.TemporaryFile(dir=state_dir):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot create {state_dir} inside {existing}")
+    except OSError as exc:
+        report.problem(
+            "state",
+            f"the state directory {state_dir} is not writable: {exc.strerror or exc}",
+            f"make it yours and writable (chmod 700 {state_dir}), or set state_dir: to another folder",
+            Exit.CONFIG,
+        )
+        return
+    mode = 0
+    with contextlib.suppress(OSError):
+        mode = state_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        report.problem(
+            "state",
+            f"the state directory {state_dir} is accessible by others (mode {mode:04o})",
+            f"chmod 700 {state_dir}",
+            Exit.CONFIG,
+        )
+    else:
+        report.ok(
+            "state", f"{state_dir} is writable" + ("" if existing == state_dir else " (will be created)")
+        )
