@@ -24,7 +24,7 @@ from pathlib import Path
 
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import RemoteFile
-from convsync.errors import BadRequest
+from convsync.errors import BadRequest, TransientError
 
 INBOX_DIR = "inbox"
 FILES_DIR = "files"
@@ -382,6 +382,7 @@ def _move_into_files(src: Path, files_dir: Path) -> str | None:
     """Atomically move ``src`` to ``files/`` under the same name; the problem text when that is impossible."""
     dest = files_dir / src.name
     try:
+        files_dir.mkdir(exist_ok=True)
         if dest.is_dir() and not dest.is_symlink():
             return "was uploaded, but files/ holds a folder of the same name; rename that folder"
         src.replace(dest)  # replaces an older files/<name>: the server replaced that file_ref too
@@ -410,13 +411,15 @@ def upload(
     """Upload ready files of ``folder/inbox`` in one request and move each to ``folder/files``.
 
     Raises ``TransientError`` (nothing was moved; retry later with backoff) and ``AuthError``/``NotFound`` as
-    the client does. ``progress(done, total)`` reports the bytes of the whole request.
+    the client does. ``progress(done, total)`` reports the bytes of the whole request. A file in none of the
+    outcome's lists (its batch was cut short by another file changing) stays in ``inbox/`` and is ready again
+    at the next scan.
     """
     inbox, files_dir = folder / INBOX_DIR, folder / FILES_DIR
     changed: list[str] = []
     failed: list[InboxProblem] = []
     todo: list[ReadyFile] = []
-    for ready in files:
+    for ready in files:  # stability re-checked right before: the decision may be a little old
         path = inbox / ready.name
         if _current_sig(path) != ready.sig:
             changed.append(ready.name)
@@ -427,37 +430,28 @@ def upload(
     if not todo:
         return UploadOutcome(changed=tuple(changed), failed=tuple(failed))
 
-    # Crash safety: a file whose bytes the server already holds under this name was uploaded before a crash
-    # interrupted the move. Hash only when the size matches, so a normal upload does not read the file twice.
-    on_server = {f.file_ref: f for f in client.list_files(aid, cid)}
-    remote: list[RemoteFile] = []
-    already: list[ReadyFile] = []
-    send: list[ReadyFile] = []
-    for ready in todo:
-        known = on_server.get(ready.name)
-        same_size = known is not None and known.sha256 and known.size == ready.sig.size
-        if known is not None and same_size and sha256_file(inbox / ready.name) == known.sha256:
-            already.append(ready)
-            remote.append(known)
-            continue
-        send.append(ready)
-
+    already, send, remote = _already_on_server(client, aid, cid, inbox, todo)
     sent: list[ReadyFile] = []
     if send:
-        uploaded, refused = _send(client, aid, cid, [(r.name, inbox / r.name) for r in send], progress)
-        remote += uploaded
-        failed += refused
-        refused_names = {p.name for p in refused}
-        sent = [r for r in send if r.name not in refused_names]
+        try:
+            uploaded, refused = _send(client, aid, cid, [(r.name, inbox / r.name) for r in send], progress)
+        except TransientError:
+            # The client aborts a request when a file grows or shrinks under it: that is no server failure.
+            moving = [r.name for r in send if _current_sig(inbox / r.name) != r.sig]
+            if not moving:
+                raise
+            changed += moving
+        else:
+            remote += uploaded
+            failed += refused
+            sent = [r for r in send if r.name not in {p.name for p in refused}]
 
-    files_dir.mkdir(exist_ok=True)
     moved: list[str] = []
     for ready in [*already, *sent]:
         path = inbox / ready.name
         if _current_sig(path) != ready.sig:  # written to while it was read: never leave a torn copy as done
             changed.append(ready.name)
-            continue
-        if problem := _move_into_files(path, files_dir):
+        elif problem := _move_into_files(path, files_dir):
             failed.append(InboxProblem(ready.name, problem))
         else:
             moved.append(ready.name)
@@ -471,3 +465,26 @@ def upload(
         changed=tuple(changed),
         failed=tuple(failed),
     )
+
+
+def _already_on_server(
+    client: AgentClient, aid: str, cid: str, inbox: Path, todo: Sequence[ReadyFile]
+) -> tuple[list[ReadyFile], list[ReadyFile], list[RemoteFile]]:
+    """Split ``todo`` into files the server holds byte for byte under the same name, and files to send.
+
+    Crash safety: such a file was uploaded before a crash interrupted its move. Only a file whose size matches
+    is hashed, so a normal upload does not read the file twice.
+    """
+    on_server = {f.file_ref: f for f in client.list_files(aid, cid)}
+    already: list[ReadyFile] = []
+    send: list[ReadyFile] = []
+    remote: list[RemoteFile] = []
+    for ready in todo:
+        known = on_server.get(ready.name)
+        candidate = known is not None and bool(known.sha256) and known.size == ready.sig.size
+        if known and candidate and sha256_file(inbox / ready.name) == (known.sha256 or "").lower():
+            already.append(ready)
+            remote.append(known)
+        else:
+            send.append(ready)
+    return already, send, remote
