@@ -1,0 +1,73 @@
+"""Writing files so that a reader never sees a torn one: temp file + fsync + rename, or one whole append.
+
+Temp files are named ``.convsync-tmp-<random>-<name>`` in the target's own folder (same filesystem, so the
+rename is atomic); the watcher and every scanner ignore names starting with ``TEMP_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+TEMP_PREFIX = ".convsync-tmp-"
+
+
+def temp_path_for(target: Path) -> Path:
+    """A fresh temp name next to ``target`` (kept short so long target names still fit in 255 bytes)."""
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{target.name[:100]}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or create in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(target: Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Replace ``target`` with ``data`` atomically: readers see the old or the new content, never a mix."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = temp_path_for(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(target.parent)
+
+
+def append_record(target: Path, data: bytes | str) -> int:
+    """Append ``data`` in one ``write`` to an ``O_APPEND`` descriptor (a whole record); returns the size."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(payload)
+        while view:  # a regular file takes the whole buffer in one write unless the disk is full
+            written = os.write(fd, view)
+            view = view[written:]
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_text_if_exists(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None

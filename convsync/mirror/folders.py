@@ -1,0 +1,180 @@
+"""The tree on disk: root marker, agent and conversation folders, their identity markers, moving aside.
+
+Every write goes through ``names.inside``/``names.child`` so nothing can land outside the root. Conversation
+folders are built under a hidden temp name and renamed into place, so the watcher never sees a folder of ours
+without its marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from convsync.errors import RootUnavailable
+from convsync.mirror.atomic import TEMP_PREFIX, fsync_dir, write_atomic
+from convsync.mirror.names import child, inside, keys_of, unique_name
+from convsync.mirror.plan import LocalFolder, LocalListing
+from convsync.mirror.prompt import PROMPT
+
+ROOT_MARKER = ".convsync-root"
+AGENT_MARKER = ".agent"
+CONVERSATION_MARKER = ".conversation"
+DELETED = ".deleted"
+TRANSCRIPT = "transcript.md"
+STATUS = "status"
+ERRORS_LOG = "errors.log"
+INBOX = "inbox"
+FILES = "files"
+DATA_FRAMES = "data-frames"
+SUBFOLDERS = (INBOX, FILES, DATA_FRAMES)
+# Files convsync itself writes in a conversation folder (their changes are not hints to act on).
+OWN_FILES = frozenset({TRANSCRIPT, STATUS, ERRORS_LOG, CONVERSATION_MARKER})
+
+
+def check_root(root: Path) -> None:
+    """Raise ``RootUnavailable`` unless ``root`` carries its marker (an unmounted disk must not be filled)."""
+    if not (root / ROOT_MARKER).is_file():
+        raise RootUnavailable(
+            f"the mirror root {root} has no {ROOT_MARKER} marker (is the disk mounted?); convsync does "
+            "nothing until it is back. For a new root run `convsync init` (or create the empty file "
+            f"{root / ROOT_MARKER})."
+        )
+
+
+def init_root(root: Path) -> None:
+    """Create ``root`` and its marker (used by ``convsync init`` and the demo)."""
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / ROOT_MARKER
+    if not marker.exists():
+        write_atomic(marker, "This folder is a convsync mirror root. Do not delete this file.\n")
+
+
+def read_marker(path: Path) -> str | None:
+    """The id in a marker file (first line, stripped), or ``None`` when absent or unreadable."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return first or None
+
+
+def write_marker(root: Path, folder: Path, name: str, ident: str) -> None:
+    write_atomic(child(root, folder, name), ident + "\n")
+
+
+def visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def list_agent_folder(agent_dir: Path) -> LocalListing:
+    """The conversation folders of ``agent_dir`` (visible, real directories) and every name in it."""
+    try:
+        entries = list(os.scandir(agent_dir))
+    except FileNotFoundError:
+        return LocalListing((), frozenset(), agent_folder_present=False)
+    folders: list[LocalFolder] = []
+    for entry in entries:
+        if not visible(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        folders.append(LocalFolder(entry.name, read_marker(Path(entry.path) / CONVERSATION_MARKER)))
+    return LocalListing(tuple(sorted(folders, key=lambda f: f.name)), frozenset(e.name for e in entries))
+
+
+def find_agent_folders(root: Path) -> dict[str, str]:
+    """Agent id → folder name, for every visible folder of ``root`` that has an ``.agent`` marker."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root):
+            if visible(entry.name) and entry.is_dir(follow_symlinks=False):
+                ident = read_marker(Path(entry.path) / AGENT_MARKER)
+                if ident and ident not in out:
+                    out[ident] = entry.name
+    return out
+
+
+def create_agent_folder(root: Path, folder: str, agent_id: str) -> Path:
+    path = child(root, root, folder)
+    path.mkdir(exist_ok=True)
+    if read_marker(path / AGENT_MARKER) != agent_id:
+        write_marker(root, path, AGENT_MARKER, agent_id)
+    return path
+
+
+def populate_conversation(root: Path, folder: Path, cid: str) -> None:
+    """Make ``folder`` a complete conversation folder: marker, empty prompt.txt, subfolders (idempotent)."""
+    inside(root, folder)
+    if read_marker(folder / CONVERSATION_MARKER) != cid:
+        write_marker(root, folder, CONVERSATION_MARKER, cid)
+    for sub in SUBFOLDERS:
+        path = folder / sub
+        if not path.is_dir() and not path.is_symlink():
+            path.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(folder / PROMPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(folder / TRANSCRIPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    status = folder / STATUS
+    if not status.exists():
+        write_atomic(status, "idle\n", durable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    folder: str
+    path: Path
+
+
+def create_conversation_folder(root: Path, agent_dir: Path, folder: str, cid: str) -> Created:
+    """Build the folder under a hidden temp name, then rename it into place.
+
+    If ``folder`` got taken meanwhile (the user made one), a free `` (2)`` variant is used instead.
+    """
+    inside(root, agent_dir)
+    tmp = child(root, agent_dir, f"{TEMP_PREFIX}{cid}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    populate_conversation(root, tmp, cid)
+    name = folder
+    for _attempt in range(5):
+        target = child(root, agent_dir, name)
+        if not os.path.lexists(target):
+            # A directory rename silently replaces an empty directory, so check right before: the race window
+            # with a user's mkdir of the same name is microseconds wide.
+            with contextlib.suppress(FileExistsError, IsADirectoryError, NotADirectoryError):
+                tmp.rename(target)
+                fsync_dir(agent_dir)
+                return Created(name, target)
+        name = unique_name(folder, keys_of(p.name for p in agent_dir.iterdir()))
+    raise FileExistsError(f"could not find a free name for {folder!r} in {agent_dir}")
+
+
+def remove_stale_temp_folders(agent_dir: Path) -> None:
+    """Remove half-built conversation folders left by a crash (they hold nothing of the user's)."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(agent_dir):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def move_aside(root: Path, agent_folder: str, folder_path: Path) -> Path:
+    """Move a conversation folder to ``<root>/.deleted/<agent folder>/<folder> <UTC timestamp>/``."""
+    inside(root, folder_path)
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
+    dest_dir = child(root, root, DELETED) / agent_folder
+    inside(root, dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{folder_path.name} {stamp}"
+    n = 2
+    while os.path.lexists(dest):
+        dest = dest_dir / f"{folder_path.name} {stamp} ({n})"
+        n += 1
+    folder_path.rename(dest)
+    return dest

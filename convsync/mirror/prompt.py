@@ -1,0 +1,209 @@
+"""Taking ``prompt.txt``: every save from any editor becomes exactly one prompt, and no text is ever lost.
+
+When to take (decided by the caller, see ``should_take``): after a close-after-write or a rename onto
+``prompt.txt`` (the watcher's signal), or — for events the watcher missed — when a non-empty ``prompt.txt``
+has not changed for ``QUIET_SECONDS`` and no process holds it open for writing (``cat >`` typed by hand).
+
+How to take (``take``), so that text typed meanwhile is never lost:
+
+1. rename ``prompt.txt`` → ``.prompt.taking`` (same folder: atomic; a writer still holding the file keeps
+   writing into the taken file, which step 5 notices);
+2. read it; strip surrounding whitespace; an empty result is no prompt;
+3. store it in the outbox (committed to SQLite) together with the sha256 of the bytes read;
+4. create an empty ``prompt.txt`` only if none exists (``O_EXCL``: a save that raced us wins);
+5. if ``.prompt.taking`` grew meanwhile, the extra text becomes a further prompt; then unlink it.
+
+A ``.prompt.taking`` left by a crash is recovered first: already in the outbox (same hash as the newest
+stored prompt) → deleted, else taken. Editor artefacts (``4913``, ``prompt.txt~``, ``.prompt.txt.swp``,
+``.#prompt.txt``, ``prompt.txt___jb_tmp___``…) are never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from convsync.mirror.atomic import write_atomic
+
+PROMPT = "prompt.txt"
+TAKING = ".prompt.taking"
+QUIET_SECONDS = 3.0
+
+# Names editors create next to the file they save; none of them is ever read as a prompt or uploaded.
+_ARTEFACT_PATTERNS = [
+    r"4913",  # vim's probe whether it may create files here
+    r".*~",  # vim/emacs/nano backups
+    r"\..*\.sw[a-p]",  # vim swap files (.swp, .swo, … and the .swx probe)
+    r"\..*\.sw[x]",
+    r"\.#.*",  # emacs lock symlinks
+    r"#.*#",  # emacs auto-save
+    r".*___jb_(tmp|old|bak)___",  # JetBrains safe write
+    r"\.goutputstream-.*",  # gedit / GIO
+    r".*\.kate-swp",  # kate
+    r".*\.sb-[0-9a-f]+-[A-Za-z0-9]+",  # Sublime Text atomic save
+    r"\.~lock\..*#",  # LibreOffice locks
+    r".*\.tmp\.\d+\.\d+",  # VS Code / atomic-write libraries: file.tmp.<pid>.<n>
+    r".*\.save(\.\d+)?",  # nano emergency saves
+]
+_ARTEFACT = re.compile("|".join(f"(?:{p})" for p in _ARTEFACT_PATTERNS))
+
+
+def is_editor_artefact(name: str) -> bool:
+    """True for a name an editor creates while saving (backup, swap, lock, probe, safe-write temp)."""
+    return bool(_ARTEFACT.fullmatch(name))
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    text: str  # what will be sent: the file's text without surrounding whitespace
+    sha256: str  # of the bytes read
+
+
+class NotText(Exception):
+    """``prompt.txt`` holds bytes that are not UTF-8 text; ``kept_as`` is where they were moved."""
+
+    def __init__(self, kept_as: Path) -> None:
+        self.kept_as = kept_as
+        super().__init__(f"prompt.txt is not UTF-8 text; it was moved to {kept_as.name}")
+
+
+def should_take(
+    size: int, mtime: float, *, signalled: bool, now: float, open_for_writing: Callable[[], bool]
+) -> bool:
+    """Pure-ish decision whether a non-empty ``prompt.txt`` is a finished save."""
+    if size == 0:
+        return False
+    if signalled:
+        return True
+    return now - mtime >= QUIET_SECONDS and not open_for_writing()
+
+
+def decode_prompt(raw: bytes) -> str | None:
+    """The prompt text of ``raw`` (BOM and surrounding whitespace removed); ``None`` if it is not text."""
+    if b"\0" in raw:
+        return None
+    try:
+        return raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ensure_prompt_file(folder: Path) -> bool:
+    """Create an empty ``prompt.txt`` unless one exists (never replaces a file); True if it created one."""
+    try:
+        fd = os.open(folder / PROMPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def take(
+    folder: Path,
+    store: Callable[[Taken], None],
+    is_stored: Callable[[str], bool],
+) -> list[Taken]:
+    """Take ``prompt.txt`` (and a leftover ``.prompt.taking``) as described in the module docstring.
+
+    ``store`` must commit the prompt durably before it returns; ``is_stored(sha256)`` tells whether the newest
+    stored prompt has that hash. Returns what was stored. Raises ``NotText`` (after moving the bytes aside).
+    """
+    stored: list[Taken] = []
+    taking = folder / TAKING
+    if taking.exists():
+        stored += _finish_taking(folder, taking, store, is_stored, recovering=True)
+    try:
+        (folder / PROMPT).rename(taking)
+    except FileNotFoundError:
+        return stored
+    stored += _finish_taking(folder, taking, store, is_stored, recovering=False)
+    return stored
+
+
+def _finish_taking(
+    folder: Path,
+    taking: Path,
+    store: Callable[[Taken], None],
+    is_stored: Callable[[str], bool],
+    *,
+    recovering: bool,
+) -> list[Taken]:
+    stored: list[Taken] = []
+    raw = taking.read_bytes()
+    digest = sha256_hex(raw)
+    text = decode_prompt(raw)
+    if text is None:
+        kept = folder / f"prompt.not-text.{int(time.time())}.txt"
+        taking.rename(kept)
+        ensure_prompt_file(folder)
+        raise NotText(kept)
+    if text and not (recovering and is_stored(digest)):
+        taken = Taken(text, digest)
+        store(taken)
+        stored.append(taken)
+    ensure_prompt_file(folder)
+    # A writer that still held prompt.txt open wrote into the taken file: that text is a prompt too.
+    with contextlib.suppress(FileNotFoundError):
+        now_raw = taking.read_bytes()
+        if len(now_raw) > len(raw) and now_raw.startswith(raw):
+            extra = decode_prompt(now_raw[len(raw) :])
+            if extra:
+                taken = Taken(extra, sha256_hex(now_raw))
+                store(taken)
+                stored.append(taken)
+    taking.unlink(missing_ok=True)
+    return stored
+
+
+def open_for_writing(path: Path) -> bool:
+    """Whether some process holds ``path`` open for writing (Linux ``/proc``; False where unavailable).
+
+    Only consulted on the rare quiet-period fallback, never on the watcher's fast path.
+    """
+    try:
+        target = path.stat()
+    except OSError:
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "fdinfo").is_dir():
+        return False
+    me = os.getpid()
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = fd.stat()
+            except OSError:
+                continue
+            if st.st_ino != target.st_ino or st.st_dev != target.st_dev:
+                continue
+            try:
+                info = (pid_dir / "fdinfo" / fd.name).read_text()
+            except OSError:
+                continue
+            match = re.search(r"^flags:\s*([0-7]+)", info, re.MULTILINE)
+            if match and int(match.group(1), 8) & (os.O_WRONLY | os.O_RDWR):
+                return True
+    return False
+
+
+def write_failed_prompt(folder: Path, seq: int, text: str) -> Path:
+    """Keep a prompt the server refused as ``prompt.failed-<seq>.txt``: nothing the user wrote is lost."""
+    path = folder / f"prompt.failed-{seq}.txt"
+    write_atomic(path, text + "\n")
+    return path
