@@ -132,10 +132,11 @@ class AgentClient:
     ) -> None:
         """A client of the API at ``base_url`` (e.g. ``https://host/tenants/T/api/v2``; a final ``/`` is ok).
 
-        ``verify``: ``True`` (system/certifi CAs), ``False``, or the path of a CA bundle file or directory.
-        ``use_truststore``: verify with the operating system's trust store (needs the ``truststore`` extra);
-        a CA path in ``verify`` is added to it. ``transport`` replaces the network (tests pass
-        ``httpx.MockTransport``). ``clock``/``sleep`` drive the rate limiter and backoff (tests pass fakes).
+        ``verify``: ``True`` (default CAs), ``False``, or the path of a CA bundle file or directory, which
+        then replaces the default CAs. ``use_truststore``: verify with the operating system's trust store
+        (needs the ``truststore`` extra); a CA path in ``verify`` is added to it. ``transport`` replaces the
+        network (tests pass ``httpx.MockTransport``). ``clock``/``sleep`` drive the rate limiter and backoff
+        (tests pass fakes).
         ``rate_limit=None`` turns the client-side limiter off.
         """
         url = httpx.URL(base_url.strip())
@@ -255,6 +256,8 @@ class AgentClient:
             timeout=self._stream_timeout,
         )
         try:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                raise ProtocolError(f"POST {url.path}: the answer is JSON, not an event stream", status=200)
             yield from stream_events(self._body(response, "POST", url, StreamInterrupted))
         finally:
             response.close()
@@ -560,9 +563,11 @@ def _tls_verify(verify: bool | str, use_truststore: bool) -> bool | ssl.SSLConte
             _load_cas(context, verify)
         return context
     if isinstance(verify, str):
-        context = ssl.create_default_context()
-        _load_cas(context, verify)
-        return context
+        # Like requests and curl: a bundle given explicitly replaces the default CAs.
+        path = Path(verify).expanduser()
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        return ssl.create_default_context(cafile=str(path))
     return verify
 
 

@@ -16,7 +16,7 @@ from convsync.errors import ProtocolError
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-# --- field readers -------------------------------------------------------------------------------------------
+# --- field readers ------------------------------------------------------------------------------------------
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
@@ -51,7 +51,7 @@ def _int(obj: Mapping[str, Any], key: str, what: str, default: int | None = None
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An ISO-8601 timestamp with ``Z``, ``+00:00`` or no zone (taken as UTC); ``None`` when absent/garbled."""
+    """An ISO-8601 timestamp with ``Z``, ``+00:00`` or no zone (taken as UTC); ``None`` if absent/garbled."""
     if not isinstance(value, str) or not value:
         return None
     text = value.strip()
@@ -66,7 +66,7 @@ def parse_time(value: Any) -> datetime | None:
     return parsed
 
 
-# --- agents and conversations ---------------------------------------------------------------------------------
+# --- agents and conversations -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class Conversation:
         )
 
 
-# --- message content ------------------------------------------------------------------------------------------
+# --- message content ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +259,7 @@ class Message:
         )
 
 
-# --- files and data frames ------------------------------------------------------------------------------------
+# --- files and data frames ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +317,7 @@ class DataFrameInfo:
         )
 
 
-# --- stream events --------------------------------------------------------------------------------------------
+# --- stream events ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,5 +376,11 @@ class StreamFinished:
 
 
 StreamEvent = (
-    StreamStarted | MessageStarted | PartDelta | MessageFinished | ThreadRenamed | AgentFailed | StreamFinished
+    StreamStarted
+    | MessageStarted
+    | PartDelta
+    | MessageFinished
+    | ThreadRenamed
+    | AgentFailed
+    | StreamFinished
 )
