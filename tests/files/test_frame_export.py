@@ -1,0 +1,108 @@
+"""data-frames/: a CSV uploaded through inbox/ and made a frame comes back as Parquet with the CSV's types."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from convsync.mirror.dataframes import export_frame, frame_file_name, plan_exports
+from convsync.mirror.inbox import InboxTracker, upload
+from tests.files.conftest import Conv
+
+CSV = b"""order_id,amount,customer,paid,ordered_at
+1001,19.99,Ada Lovelace,true,2025-11-03T09:15:00
+1002,5,Grace Hopper,false,2025-11-03T10:00:30
+1003,,"Hopper, Grace",true,
+1004,120.5,,false,2025-12-31T23:59:59
+"""
+
+
+def as_parquet_holds(table: pa.Table) -> pa.Table:
+    """``table`` after a Parquet round trip (Parquet has no second unit: timestamp[s] comes back as [ms])."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return pq.read_table(pa.BufferReader(sink.getvalue()))
+
+
+def make_frame(conv: Conv) -> None:
+    (conv.inbox / "orders.csv").write_bytes(CSV)
+    ready = InboxTracker(quiet_seconds=0, unhinted_quiet_seconds=0).scan(conv.inbox).ready
+    assert upload(conv.client, conv.aid, conv.cid, conv.folder, ready).moved == ("orders.csv",)
+    assert "Created data frame" in conv.say("/frame orders.csv orders")
+
+
+def export_all(conv: Conv, parquet_supported: bool | None = None) -> list[str]:
+    methods = []
+    for info in plan_exports(conv.client.list_data_frames(conv.aid, conv.cid), {}):
+        result = export_frame(
+            conv.client,
+            conv.aid,
+            conv.cid,
+            info,
+            conv.folder / "data-frames",
+            parquet_supported=parquet_supported,
+        )
+        methods.append(result.method)
+    return methods
+
+
+def test_the_parquet_path_gives_the_csv_table(conv: Conv) -> None:
+    """Through the server's own Parquet output, the frame equals the CSV read by pyarrow, types included."""
+    make_frame(conv)
+    assert export_all(conv) == ["parquet"]
+    got = pq.read_table(conv.folder / "data-frames" / "orders.parquet")
+    assert got.equals(as_parquet_holds(pacsv.read_csv(io.BytesIO(CSV))))
+
+
+def test_the_json_path_gives_the_csv_table(conv_json_only: Conv) -> None:
+    """Without Parquet output (422), paging JSON rows gives the same table, types included."""
+    conv = conv_json_only
+    make_frame(conv)
+    assert export_all(conv) == ["json"]
+    got = pq.read_table(conv.folder / "data-frames" / "orders.parquet")
+    assert got.equals(as_parquet_holds(pacsv.read_csv(io.BytesIO(CSV))))
+
+
+def test_a_big_frame_pages_through_the_json_path(conv_json_only: Conv) -> None:
+    """A synthesised frame of several pages is exported whole through JSON pages, in column order."""
+    conv = conv_json_only
+    conv.say("/bigframe big 2500 7")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    result = export_frame(conv.client, conv.aid, conv.cid, info, conv.folder / "data-frames", page_rows=1000)
+    got = pq.read_table(result.path)
+    assert got.num_rows == 2500 and got.column_names == list(info.column_headers)
+    assert [str(t) for t in got.schema.types][:5] == ["int64", "double", "string", "bool", "timestamp[ms]"]
+
+
+def test_both_paths_agree_on_a_big_frame(conv: Conv) -> None:
+    """The same synthesised frame exported natively and through JSON has the same values."""
+    conv.say("/bigframe same 3000 5")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    out = conv.folder / "data-frames"
+    native = export_frame(conv.client, conv.aid, conv.cid, info, out, file_name="native.parquet")
+    rows = export_frame(
+        conv.client,
+        conv.aid,
+        conv.cid,
+        info,
+        out,
+        file_name="json.parquet",
+        parquet_supported=False,
+        page_rows=1000,
+    )
+    assert (native.method, rows.method) == ("parquet", "json")
+    a, b = pq.read_table(native.path), pq.read_table(rows.path)
+    assert a.to_pylist() == b.to_pylist()
+
+
+def test_an_unchanged_frame_is_not_exported_again(conv: Conv) -> None:
+    """Once exported with its fingerprint, a frame is not planned again until it changes."""
+    conv.say("/bigframe once 10")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    result = export_frame(conv.client, conv.aid, conv.cid, info, conv.folder / "data-frames")
+    exported = {info.name: result.fingerprint}
+    assert plan_exports(conv.client.list_data_frames(conv.aid, conv.cid), exported) == []
+    assert result.path.name == frame_file_name("once")
