@@ -14,9 +14,26 @@ from convsync.emulator import wire
 from convsync.emulator.store import Store
 
 _WORDS = (
-    "ledger", "quarter", "revenue", "forecast", "margin", "invoice", "supplier", "region", "variance",
-    "audit", "budget", "churn", "cohort", "pipeline", "backlog", "shipment", "inventory", "pricing",
-    "discount", "renewal",
+    "ledger",
+    "quarter",
+    "revenue",
+    "forecast",
+    "margin",
+    "invoice",
+    "supplier",
+    "region",
+    "variance",
+    "audit",
+    "budget",
+    "churn",
+    "cohort",
+    "pipeline",
+    "backlog",
+    "shipment",
+    "inventory",
+    "pricing",
+    "discount",
+    "renewal",
 )
 
 

@@ -1,0 +1,149 @@
+"""The emulator's mutable run-time state, shared by the HTTP layer and the in-process controls.
+
+Everything here may be touched from the server's event-loop thread and from the thread that owns the
+``EmulatorServer`` (tests), so each piece guards itself with a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from convsync.emulator.agent import ScriptedAgent
+from convsync.emulator.options import EmulatorOptions, FaultRule, FaultState, RequestRecord, StreamRecord
+from convsync.emulator.store import Store
+
+T = TypeVar("T")
+
+
+class FaultTable:
+    """The active fault rules; ``pick`` returns the rule a request hits, counting it."""
+
+    def __init__(self, rules: tuple[FaultRule, ...], seed: int) -> None:
+        self._lock = threading.Lock()
+        self._states = [FaultState(rule) for rule in rules]
+        self._random = random.Random(seed)  # noqa: S311 - reproducible fault dice, not cryptography
+
+    def set(self, rules: list[FaultRule] | tuple[FaultRule, ...]) -> None:
+        with self._lock:
+            self._states = [FaultState(rule) for rule in rules]
+
+    def add(self, rule: FaultRule) -> None:
+        with self._lock:
+            self._states.append(FaultState(rule))
+
+    def snapshot(self) -> list[FaultState]:
+        with self._lock:
+            return [FaultState(s.rule, s.hits, s.exhausted) for s in self._states]
+
+    def pick(self, method: str, path: str, route: str | None) -> FaultRule | None:
+        with self._lock:
+            for state in self._states:
+                rule = state.rule
+                if state.exhausted or rule.count == 0 or not _matches(rule, method, path, route):
+                    continue
+                if rule.probability < 1.0 and self._random.random() >= rule.probability:
+                    continue
+                state.hits += 1
+                state.exhausted = rule.count is not None and state.hits >= rule.count
+                return rule
+        return None
+
+
+def _matches(rule: FaultRule, method: str, path: str, route: str | None) -> bool:
+    if rule.method is not None and rule.method.upper() not in ("*", method.upper()):
+        return False
+    if rule.path is not None and re.search(rule.path, path) is None:
+        return False
+    return rule.route is None or rule.route == route
+
+
+class RateLimiter:
+    """A fixed window like express-rate-limit's memory store: ``limit`` requests, then 429 until it resets."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._window_start = 0.0
+        self._count = 0
+
+    def hit(self, limit: int, window: float) -> tuple[bool, int, int]:
+        """Counts one request: (allowed, remaining, seconds until the window resets)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= window:
+                self._window_start = now
+                self._count = 0
+            self._count += 1
+            reset = max(1, math.ceil(self._window_start + window - now))
+            return self._count <= limit, max(0, limit - self._count), reset
+
+    def reset(self) -> None:
+        with self._lock:
+            self._window_start = 0.0
+            self._count = 0
+
+
+class Runtime:
+    def __init__(self, options: EmulatorOptions, store: Store) -> None:
+        self._lock = threading.Lock()
+        self._options = options
+        self.store = store
+        self.faults = FaultTable(options.faults, options.seed)
+        self.limiter = RateLimiter()
+        self._requests: list[RequestRecord] = []
+        self._stream_log: list[StreamRecord] = []
+        self.executor: ThreadPoolExecutor | None = None
+        self.agent = ScriptedAgent(store, self.offload)
+        # Event-loop-only state (touched from the server thread only).
+        self.run_tasks: set[asyncio.Task[Any]] = set()
+        self.transports: set[asyncio.Transport] = set()
+
+    @property
+    def options(self) -> EmulatorOptions:
+        with self._lock:
+            return self._options
+
+    def configure(self, **changes: Any) -> EmulatorOptions:
+        with self._lock:
+            self._options = replace(self._options, **changes)
+            return self._options
+
+    async def offload(self, fn: Callable[[], T]) -> T:
+        """Runs blocking work (disk, pyarrow) in the server's own worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    # --- logs -----------------------------------------------------------------------------------------------
+
+    def record_request(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(record)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def record_text(self, record: StreamRecord) -> None:
+        with self._lock:
+            self._stream_log.append(record)
+
+    @property
+    def stream_log(self) -> list[StreamRecord]:
+        with self._lock:
+            return list(self._stream_log)
+
+    def clear_stream_log(self) -> None:
+        with self._lock:
+            self._stream_log.clear()
