@@ -122,6 +122,7 @@ class _Reader:
         self.base_dir = source.parent
         self._problems: list[tuple[int, str]] = []  # (line, message): reported in file order
         self._constructor = SafeConstructor()
+        self._key_nodes: dict[int, Node] = {}
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -136,7 +137,8 @@ class _Reader:
 
     @property
     def problems(self) -> list[str]:
-        return [message for _, message in sorted(self._problems, key=lambda p: p[0])]
+        # In file order; problems without a line (defaults, the key's source) come last.
+        return [message for _, message in sorted(self._problems, key=lambda p: p[0] or sys.maxsize)]
 
     def wrong_type(self, key: str, node: Node, expected: str, fix: str) -> None:
         self.problem(key, node, f"expected {expected}, got {_describe(node)}", fix)
@@ -169,7 +171,12 @@ class _Reader:
                 self.problem(dotted, key_node, "unknown key", self._suggest(key, name, known))
                 continue
             entries[name] = value_node
+            self._key_nodes[id(value_node)] = key_node
         return entries
+
+    def key_of(self, value_node: Node) -> Node:
+        """The node of the key a value belongs to (its line is where a missing sub-key is reported)."""
+        return self._key_nodes.get(id(value_node), value_node)
 
     def _suggest(self, section: str, name: str, known: Sequence[str]) -> str:
         prefix = f"{section}." if section else ""
@@ -323,12 +330,14 @@ def _parse(reader: _Reader, text: str) -> _Settings:
         where = (
             f"{reader.source} line {mark.line + 1}, column {mark.column + 1}" if mark else str(reader.source)
         )
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        fix = "correct the YAML at that spot"
+        problem = str(exc.problem or exc.context or "syntax error")
+        started = exc.context_mark
+        if exc.context and started and mark and started.line != mark.line:
+            problem += f" ({exc.context} from line {started.line + 1})"
         if "\t" in text or "tab" in problem.lower():
-            fix += " (indent with spaces, never tabs)"
+            fix = "indent with spaces, never tabs"
         else:
-            fix += " (check the indentation; quote values that contain `: ` or ` #`)"
+            fix = "correct the YAML there (indentation; quote values holding `: ` or ` #`)"
         reader.add(
             mark.line + 1 if mark else 0, f"{where}: the file is not valid YAML: {problem}. Fix: {fix}"
         )
@@ -384,7 +393,10 @@ def _parse_server(reader: _Reader, node: Node, settings: _Settings) -> None:
         return
     if "url" not in server or reader.is_null(server["url"]):
         reader.problem(
-            "server.url", server.get("url", node), "missing", f"add `url: {_URL_EXAMPLE}` under server:"
+            "server.url",
+            server.get("url", reader.key_of(node)),
+            "missing",
+            f"add `url: {_URL_EXAMPLE}` under server:",
         )
     else:
         settings.url = _parse_url(reader, server["url"])
@@ -639,7 +651,7 @@ def _parse_poll(reader: _Reader, node: Node, settings: _Settings) -> None:
     if settings.poll_idle_seconds < settings.poll_active_seconds:
         reader.problem(
             "poll.idle_seconds",
-            poll.get("idle_seconds", poll.get("active_seconds", node)),
+            poll.get("idle_seconds", poll.get("active_seconds", reader.key_of(node))),
             f"{settings.poll_idle_seconds:g} is shorter than poll.active_seconds "
             f"({settings.poll_active_seconds:g})",
             "make idle_seconds at least as long as active_seconds",
@@ -683,8 +695,8 @@ def _resolve_key(reader: _Reader, source: _KeySource | None) -> tuple[str, str] 
                 source.key,
                 source.node,
                 f"the environment variable {source.env} {state}",
-                f"export {source.env}=<your API key> before starting convsync, or use server.api_key_file "
-                "(a systemd service does not see your shell's variables)",
+                f"export {source.env}=<your key>, or use server.api_key_file "
+                "(a service does not see your shell's variables)",
             )
             return None
         return _checked_key(reader, value, source.key, source.node, f"environment variable {source.env}")

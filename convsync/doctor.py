@@ -46,7 +46,9 @@ class Finding:
     code: Exit = Exit.OK
 
 
-class _Report:
+class Report:
+    """The findings so far, printed as they come."""
+
     def __init__(self, say: Say) -> None:
         self.say = say
         self.findings: list[Finding] = []
@@ -76,7 +78,7 @@ class _Report:
 
 def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
     """``convsync doctor``: print every check's result and each problem's fix; exit code per the contract."""
-    report = _Report(say)
+    report = Report(say)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -89,7 +91,7 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
     report.ok("API key", f"read from the {config.api_key_source}")
     _check_server(config, report)
     _check_root(config, report)
-    _check_inotify(config.root, report)
+    check_inotify(config.root, report)
     _check_state_dir(paths.state_dir(config.state_dir), report)
     pid = holder_pid(paths.state_dir(config.state_dir))
     if pid:
@@ -114,7 +116,7 @@ def _client(config: Config) -> AgentClient:
     )
 
 
-def _check_server(config: Config, report: _Report) -> None:
+def _check_server(config: Config, report: Report) -> None:
     try:
         with _client(config) as client:
             agents = client.list_agents()
@@ -159,7 +161,7 @@ def _check_server(config: Config, report: _Report) -> None:
     _check_agents(config, agents, report)
 
 
-def _check_agents(config: Config, agents: list[Agent], report: _Report) -> None:
+def _check_agents(config: Config, agents: list[Agent], report: Report) -> None:
     by_id = {a.id for a in agents}
     by_name = {a.name.casefold() for a in agents}
     for index, selector in enumerate(config.agents):
@@ -180,7 +182,7 @@ def _check_agents(config: Config, agents: list[Agent], report: _Report) -> None:
             )
 
 
-def _check_root(config: Config, report: _Report) -> None:
+def _check_root(config: Config, report: Report) -> None:
     root = config.root
     marker = root / paths.ROOT_MARKER_NAME
     if not root.is_dir():
@@ -223,10 +225,16 @@ def count_dirs(root: Path, stop_after: int) -> int:
     return count
 
 
-def _check_inotify(root: Path, report: _Report) -> None:
-    limit = _read_int(INOTIFY_WATCHES_FILE)
+def check_inotify(
+    root: Path,
+    report: Report,
+    watches_file: Path = INOTIFY_WATCHES_FILE,
+    instances_file: Path = INOTIFY_INSTANCES_FILE,
+) -> None:
+    """Enough inotify watches for every folder under the root (the watcher needs one per folder)."""
+    limit = _read_int(watches_file)
     if limit is None:
-        report.info("inotify", f"cannot read {INOTIFY_WATCHES_FILE}; not checked")
+        report.info("inotify", f"cannot read {watches_file}; not checked")
         return
     folders = count_dirs(root, stop_after=limit + 1)
     if folders > limit * _WATCH_HEADROOM:
@@ -241,7 +249,7 @@ def _check_inotify(root: Path, report: _Report) -> None:
         )
     else:
         report.ok("inotify", f"{folders} folder(s) to watch, max_user_watches is {limit}")
-    instances = _read_int(INOTIFY_INSTANCES_FILE)
+    instances = _read_int(instances_file)
     if instances is not None and instances < 8:
         report.problem(
             "inotify",
@@ -251,11 +259,13 @@ def _check_inotify(root: Path, report: _Report) -> None:
         )
 
 
-def _check_state_dir(state_dir: Path, report: _Report) -> None:
+def _check_state_dir(state_dir: Path, report: Report) -> None:
     existing = state_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
         if existing == state_dir:
             with tempfile.TemporaryFile(dir=state_dir):
                 pass
@@ -264,7 +274,7 @@ def _check_state_dir(state_dir: Path, report: _Report) -> None:
     except OSError as exc:
         report.problem(
             "state",
-            f"the state directory {state_dir} is not writable: {exc.strerror or exc}",
+            f"the state directory {state_dir} is not usable: {exc.strerror or exc}",
             f"make it yours and writable (chmod 700 {state_dir}), or set state_dir: to another folder",
             Exit.CONFIG,
         )
