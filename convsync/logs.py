@@ -112,18 +112,18 @@ def _effective_level(base: str, verbosity: int) -> int:
     return _LEVELS[max(0, min(len(_LEVELS) - 1, index))]
 
 
-def setup_logging(verbosity: int = 0, level: str | None = None) -> None:
+def setup_logging(verbosity: int = 0, level: str | None = None, *, stream: TextIO | None = None) -> None:
     """Log to stderr at ``level`` (one of ``LEVEL_NAMES``; default: as before, else info) shifted by -v/-q.
 
     Each ``-v`` is one step more verbose, each ``-q`` one step less. Calling it again reconfigures the same
-    handler (the CLI calls it once before and once after reading the config).
+    handler (the CLI calls it once before and once after reading the config). ``stream``: default stderr.
     """
     if level is not None:
         name = level.strip().lower()
         _State.base_level = name if name in LEVEL_NAMES else "info"
     _State.verbosity = verbosity
 
-    stream = sys.stderr
+    stream = stream or sys.stderr
     handler = _State.handler
     root = logging.getLogger()
     if handler is None or handler not in root.handlers:
