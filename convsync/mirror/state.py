@@ -9,8 +9,9 @@ What it holds (schema v1):
                       POST and binding adopts the conversation instead of creating a second one)
 - ``outbox``          what the user asked to send, in order: prompts and uploads (``kind``), delivery state
 - ``transcript``      which server messages ``transcript.md`` holds, in order, and the file offset after each
-- ``transfers``       upload/download progress and hashes (``convsync.mirror.filesync``/``inbox``)
-- ``frames``          exported data frames and the fingerprint they were exported at (``dataframes``)
+- ``transfers``       per file ref: ``down`` = the version ``files/`` holds (downloaded or uploaded by us)
+                      and its local name; ``up`` = an upload in progress (bytes done of size)
+- ``frames``          exported data frames: the fingerprint they were exported at and their file name
 - ``meta``            key/value: the root the bindings belong to, the last global error
 
 Every row changes only after the step it records really happened. Each thread gets its own connection;
@@ -21,7 +22,6 @@ is on disk before ``prompt.txt`` is emptied, even across a power cut.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -99,6 +99,7 @@ CREATE TABLE transfers (
     sha256 TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL DEFAULT 0,
     done_bytes INTEGER NOT NULL DEFAULT 0,
+    local_name TEXT NOT NULL DEFAULT '',
     updated_at REAL NOT NULL,
     PRIMARY KEY (conversation_id, file_ref, direction)
 );
@@ -106,6 +107,7 @@ CREATE TABLE frames (
     conversation_id TEXT NOT NULL,
     name TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
+    file_name TEXT NOT NULL DEFAULT '',
     exported_at REAL NOT NULL,
     PRIMARY KEY (conversation_id, name)
 );
@@ -181,12 +183,16 @@ class TranscriptEntry:
 
 @dataclass(frozen=True, slots=True)
 class TransferRow:
+    """``direction='down'``: ``files/<local_name>`` holds version ``sha256`` (``filesync.remote_version``) of
+    ``file_ref``. ``direction='up'``: an upload of ``file_ref`` in progress, ``done_bytes`` of ``size``."""
+
     conversation_id: str
     file_ref: str
     direction: Direction
     sha256: str
     size: int
     done_bytes: int
+    local_name: str
     updated_at: float
 
 
@@ -195,6 +201,7 @@ class FrameRow:
     conversation_id: str
     name: str
     fingerprint: str
+    file_name: str
     exported_at: float
 
 
@@ -561,53 +568,48 @@ class State:
                 ],
             )
 
-    # transfers and frames (used by convsync.mirror.inbox / filesync / dataframes)
+    # transfers and frames
 
-    def transfers(self, cid: str | None = None) -> list[TransferRow]:
+    @staticmethod
+    def _transfer(r: sqlite3.Row) -> TransferRow:
+        return TransferRow(
+            conversation_id=r["conversation_id"],
+            file_ref=r["file_ref"],
+            direction=cast(Direction, r["direction"]),
+            sha256=r["sha256"],
+            size=r["size"],
+            done_bytes=r["done_bytes"],
+            local_name=r["local_name"],
+            updated_at=r["updated_at"],
+        )
+
+    def transfers(self, cid: str | None = None, direction: Direction | None = None) -> list[TransferRow]:
         if cid is None:
-            rows = self._read("SELECT * FROM transfers")
+            rows = self._read("SELECT * FROM transfers ORDER BY conversation_id, file_ref")
         else:
-            rows = self._read("SELECT * FROM transfers WHERE conversation_id=?", (cid,))
-        return [
-            TransferRow(
-                r["conversation_id"],
-                r["file_ref"],
-                cast(Direction, r["direction"]),
-                r["sha256"],
-                r["size"],
-                r["done_bytes"],
-                r["updated_at"],
-            )
-            for r in rows
-        ]
-
-    def transfer(self, cid: str, file_ref: str, direction: Direction) -> TransferRow | None:
-        for row in self._read(
-            "SELECT * FROM transfers WHERE conversation_id=? AND file_ref=? AND direction=?",
-            (cid, file_ref, direction),
-        ):
-            return TransferRow(
-                row["conversation_id"],
-                row["file_ref"],
-                cast(Direction, row["direction"]),
-                row["sha256"],
-                row["size"],
-                row["done_bytes"],
-                row["updated_at"],
-            )
-        return None
+            rows = self._read("SELECT * FROM transfers WHERE conversation_id=? ORDER BY file_ref", (cid,))
+        return [self._transfer(r) for r in rows if direction is None or r["direction"] == direction]
 
     def set_transfer(
-        self, cid: str, file_ref: str, direction: Direction, *, sha256: str, size: int, done_bytes: int
+        self,
+        cid: str,
+        file_ref: str,
+        direction: Direction,
+        *,
+        sha256: str = "",
+        size: int = 0,
+        done_bytes: int = 0,
+        local_name: str = "",
     ) -> None:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO transfers"
-                "(conversation_id, file_ref, direction, sha256, size, done_bytes, updated_at) "
-                "VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(conversation_id, file_ref, direction) DO UPDATE SET "
+                "(conversation_id, file_ref, direction, sha256, size, done_bytes, local_name, updated_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(conversation_id, file_ref, direction) DO UPDATE SET "
                 "sha256=excluded.sha256, size=excluded.size, done_bytes=excluded.done_bytes, "
-                "updated_at=excluded.updated_at",
-                (cid, file_ref, direction, sha256, size, done_bytes, time.time()),
+                "local_name=excluded.local_name, updated_at=excluded.updated_at",
+                (cid, file_ref, direction, sha256, size, done_bytes, local_name, time.time()),
             )
 
     def delete_transfer(self, cid: str, file_ref: str, direction: Direction) -> None:
@@ -619,20 +621,17 @@ class State:
 
     def frames(self, cid: str) -> list[FrameRow]:
         rows = self._read("SELECT * FROM frames WHERE conversation_id=? ORDER BY name", (cid,))
-        return [FrameRow(r["conversation_id"], r["name"], r["fingerprint"], r["exported_at"]) for r in rows]
+        return [
+            FrameRow(r["conversation_id"], r["name"], r["fingerprint"], r["file_name"], r["exported_at"])
+            for r in rows
+        ]
 
-    def set_frame(self, cid: str, name: str, fingerprint: str) -> None:
+    def set_frame(self, cid: str, name: str, fingerprint: str, file_name: str) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO frames(conversation_id, name, fingerprint, exported_at) VALUES(?, ?, ?, ?) "
-                "ON CONFLICT(conversation_id, name) DO UPDATE SET fingerprint=excluded.fingerprint, "
+                "INSERT INTO frames(conversation_id, name, fingerprint, file_name, exported_at) "
+                "VALUES(?, ?, ?, ?, ?) ON CONFLICT(conversation_id, name) DO UPDATE SET "
+                "fingerprint=excluded.fingerprint, file_name=excluded.file_name, "
                 "exported_at=excluded.exported_at",
-                (cid, name, fingerprint, time.time()),
+                (cid, name, fingerprint, file_name, time.time()),
             )
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/convsync`` (``~/.local/state/convsync``): used when neither the config nor
-    ``convsync.paths`` names one."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "convsync"

@@ -1,0 +1,140 @@
+"""What one conversation's worker works with: its folder, the client, the state, and how it reports.
+
+``Reporter`` writes the conversation's ``status`` file (one line, atomically, only when it changes), mirrors
+it into the state database for ``convsync status``, and appends one whole line per new problem to
+``errors.log``, always with what to do about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from convsync.api.client import AgentClient
+from convsync.mirror.atomic import append_record, write_atomic
+from convsync.mirror.folders import ERRORS_LOG, STATUS
+from convsync.mirror.state import State
+
+log = logging.getLogger(__name__)
+
+
+class ServerClock:
+    """The server's idea of now: local UTC time plus the offset last observed on one of its messages.
+
+    Transcript headings written while a reply streams use it, so they match the server's timestamps (shown to
+    the minute) even when the two clocks disagree by a little.
+    """
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            offset = self._offset
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    def observe(self, server_time: datetime, local_time: datetime) -> None:
+        """A message the server stamped ``server_time`` was sent by us at ``local_time``."""
+        offset = (server_time - local_time).total_seconds()
+        if abs(offset) < 24 * 3600:  # a wildly wrong stamp (1970) says nothing about the clock
+            with self._lock:
+                self._offset = offset
+
+
+class Reporter:
+    """One conversation's voice: its ``status`` file, ``errors.log``, the state's activity, the log."""
+
+    def __init__(self, state: State, cid: str, folder: Path) -> None:
+        self._state = state
+        self._cid = cid
+        self.folder = folder
+        self._status: str | None = None
+        self._problem: str | None = None
+        self._logged: str | None = None
+        self._noted: set[str] = set()
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
+
+    @property
+    def current_status(self) -> str | None:
+        return self._status
+
+    def status(self, text: str) -> None:
+        """Show ``text`` (one line) in ``status`` and ``convsync status``; written only when it changes."""
+        line = " ".join(text.split())
+        if line == self._status:
+            return
+        self._status = line
+        try:
+            write_atomic(self.folder / STATUS, line + "\n", durable=False)
+        except FileNotFoundError:
+            pass  # the folder went away meanwhile; the agent pass notices
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.folder / STATUS, exc)
+        self._state.set_activity(self._cid, line, self._problem)
+
+    def fail(self, problem: str, fix: str) -> None:
+        """A problem the user should know about: logged once per distinct problem, shown until ``clear``."""
+        self._problem = problem
+        if problem != self._logged:
+            self._logged = problem
+            self.note(problem, fix)
+        self._state.set_activity(self._cid, self._status or "", problem)
+
+    def note(self, problem: str, fix: str = "", *, once: bool = False) -> None:
+        """Append one line to ``errors.log`` (and the log) without changing the status.
+
+        ``once``: only the first time this process sees exactly this problem (a file the server refuses on
+        every poll is reported once, not every poll).
+        """
+        if once:
+            if problem in self._noted:
+                return
+            self._noted.add(problem)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        text = f"{stamp} {problem} - fix: {fix}" if fix else f"{stamp} {problem}"
+        line = " ".join(text.split()) + "\n"
+        try:
+            append_record(self.folder / ERRORS_LOG, line)
+        except OSError as exc:
+            log.warning("cannot append to %s: %s", self.folder / ERRORS_LOG, exc)
+        log.warning("%s: %s (fix: %s)", self.folder, problem, fix)
+
+    def clear(self) -> None:
+        """The last problem is solved."""
+        if self._problem is not None:
+            self._problem = None
+            self._logged = None
+            self._state.set_activity(self._cid, self._status or "", None)
+
+
+@dataclass(slots=True)
+class ServerTraits:
+    """What was learnt about the server, shared by all conversations (e.g. no Parquet output: use JSON)."""
+
+    parquet_supported: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationContext:
+    """Everything a step of one conversation needs; the files/frames modules receive the same values."""
+
+    root: Path
+    agent_id: str
+    conversation_id: str
+    folder: Path
+    client: AgentClient
+    state: State
+    report: Reporter
+    clock: ServerClock
+    traits: ServerTraits
+    stopping: Callable[[], bool]
+    replan: Callable[[], None]  # ask for the agent's pass (the conversation may be gone on the server)

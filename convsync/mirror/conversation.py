@@ -1,0 +1,644 @@
+"""One conversation's reconcile, carried out by exactly one worker thread at a time.
+
+The steps, in this order (``docs/layout.md`` explains why the order matters to users):
+
+1. ``inbox/``: files dropped there become ``upload`` entries of the outbox (``convsync.mirror.inbox`` decides
+   when a file is complete);
+2. ``prompt.txt``: a finished save becomes a ``prompt`` entry (``convsync.mirror.prompt``);
+3. the outbox, in order, one entry at a time: uploads through ``inbox.upload``, prompts through the stream
+   route with the reply appended live to ``transcript.md``;
+4. the server's messages → ``transcript.md`` (``convsync.mirror.transcript``);
+5. the server's files → ``files/`` (``convsync.mirror.filesync``);
+6. the data frames → ``data-frames/*.parquet`` (``convsync.mirror.dataframes``).
+
+Steps 4 to 6 need the network and run when the conversation is polled, after a reply, or when the transcript
+no longer matches the state (deleted, or cut by a crash mid-stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import takewhile
+
+from convsync.api.client import Progress
+from convsync.api.models import (
+    AgentFailed,
+    Message,
+    StreamFinished,
+    StreamStarted,
+    ThreadRenamed,
+)
+from convsync.errors import (
+    ApiError,
+    AuthError,
+    BadRequest,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    StreamInterrupted,
+    TransientError,
+)
+from convsync.mirror import dataframes, filesync, inbox
+from convsync.mirror.context import ConversationContext, Reporter
+from convsync.mirror.folders import DATA_FRAMES, FILES, INBOX, TRANSCRIPT, populate_conversation
+from convsync.mirror.names import OutsideRoot, keys_of, name_key
+from convsync.mirror.plan import Backoff
+from convsync.mirror.prompt import (
+    PROMPT,
+    TAKING,
+    NotText,
+    Taken,
+    decode_prompt,
+    open_for_writing,
+    should_take,
+    take,
+    write_failed_prompt,
+)
+from convsync.mirror.state import OutboxEntry
+from convsync.mirror.transcript import LiveTail, apply_plan, plan_transcript, read_tail
+
+log = logging.getLogger(__name__)
+
+ACTIVE_SECONDS = 300.0  # a conversation with activity this recent is polled at the fast rate
+LIVE_GRACE_SECONDS = 120.0  # how long a streamed tail may run ahead of the server before it is re-rendered
+OUTBOX_BACKOFF_CAP = 30.0
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class Flags:
+    """Why a conversation is looked at; hints and timers accumulate them until its worker runs."""
+
+    local: bool = False  # the folder changed (or a rescan): prompts, inbox, outbox
+    poll: bool = False  # time to ask the server for messages (and files/frames when due)
+    full: bool = False  # ``convsync sync``: everything, now
+    prompt_signal: bool = False  # a close-after-write or a rename onto prompt.txt was seen
+    inbox_hints: set[str] = field(default_factory=set)
+
+    def merge(self, other: Flags) -> None:
+        self.local |= other.local
+        self.poll |= other.poll
+        self.full |= other.full
+        self.prompt_signal |= other.prompt_signal
+        self.inbox_hints |= other.inbox_hints
+
+    def __bool__(self) -> bool:
+        return self.local or self.poll or self.full or self.prompt_signal or bool(self.inbox_hints)
+
+
+@dataclass(slots=True)
+class ConversationRuntime:
+    """What the engine remembers about one conversation between passes (in memory only).
+
+    ``lock`` is held by whoever works on the conversation (its reconcile, or an agent pass moving its folder);
+    ``flags`` are guarded by ``flags_lock`` because the watcher adds to them while a worker runs.
+    """
+
+    cid: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    flags_lock: threading.Lock = field(default_factory=threading.Lock)
+    flags: Flags = field(default_factory=Flags)
+    tracker: inbox.InboxTracker = field(default_factory=inbox.InboxTracker)
+    backoff: Backoff = field(default_factory=lambda: Backoff(cap=OUTBOX_BACKOFF_CAP))
+    retry_at: float = 0.0  # monotonic; the outbox waits until then after a failure
+    recheck_at: float | None = None  # monotonic; look again then (a file or prompt settling)
+    live_until: float = 0.0  # monotonic; a streamed tail is kept while the server catches up
+    active_until: float = 0.0  # monotonic; polled fast until then
+    files_checked: bool = False
+    temps_cleaned: bool = False
+    reporter: Reporter | None = None  # kept across passes, so each problem is logged once
+
+    def add(self, flags: Flags) -> None:
+        with self.flags_lock:
+            self.flags.merge(flags)
+
+    def pop(self) -> Flags:
+        with self.flags_lock:
+            flags, self.flags = self.flags, Flags()
+        return flags
+
+    def pop_prompt_signal(self) -> bool:
+        with self.flags_lock:
+            signal, self.flags.prompt_signal = self.flags.prompt_signal, False
+        return signal
+
+    def touch(self) -> None:
+        self.active_until = time.monotonic() + ACTIVE_SECONDS
+
+    @property
+    def active(self) -> bool:
+        return time.monotonic() < self.active_until
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the engine needs to know after a reconcile."""
+
+    transient: ApiError | None = None  # the server could not be reached / failed: retry later
+    auth: AuthError | None = None
+    gone: bool = False  # the conversation is gone on the server (or its folder locally)
+    sent: bool = False  # something went out (prompt or upload): poll fast for a while
+
+
+class Reconcile:
+    """One pass over one conversation; ``run`` never raises for problems the user can act on."""
+
+    def __init__(self, ctx: ConversationContext, rt: ConversationRuntime, flags: Flags) -> None:
+        self.ctx = ctx
+        self.rt = rt
+        self.flags = flags
+        self.folder = ctx.folder
+        self.cid = ctx.conversation_id
+        self.aid = ctx.agent_id
+        self._scan: inbox.InboxScan | None = None
+        self._sent = False
+        self._prompt_started = False
+
+    # --- the pass -------------------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        report = self.ctx.report
+        try:
+            if not self.folder.is_dir():
+                return Outcome(gone=True)
+            populate_conversation(self.ctx.root, self.folder, self.cid)
+            for hint in self.flags.inbox_hints:
+                self.rt.tracker.hint(hint)
+            self._scan_inbox()
+            self._take_prompt(self.flags.prompt_signal or self.rt.pop_prompt_signal())
+            replied = self._send_outbox()
+            messages_changed = False
+            if self.flags.poll or self.flags.full or self._transcript_out_of_step():
+                messages_changed = self._sync_transcript(self.ctx.client.get_messages(self.aid, self.cid))
+            if (
+                self.flags.full
+                or replied
+                or messages_changed
+                or not self.rt.files_checked
+                or (self.flags.poll and self.rt.active)
+            ):
+                self._sync_files()
+                self._export_frames()
+                self.rt.files_checked = True
+            if not self._outbox_failing():
+                report.clear()
+            self.rt.backoff.succeeded()
+            return Outcome(sent=self._sent)
+        except RateLimited as exc:
+            return self._transient(exc, "the server asks convsync to slow down (rate limit)")
+        except TransientError as exc:
+            return self._transient(exc, f"the server cannot be reached or failed: {exc}")
+        except AuthError as exc:
+            report.fail(
+                f"the server refused the API key: {exc}",
+                "check the key in the config (convsync doctor tests it); queued prompts stay queued",
+            )
+            return Outcome(auth=exc, sent=self._sent)
+        except NotFound:
+            self.ctx.replan()
+            return Outcome(gone=True, sent=self._sent)
+        except (BadRequest, ProtocolError) as exc:
+            report.fail(f"the server answered something unusable: {exc}", "this is retried on the next poll")
+            return Outcome(sent=self._sent)
+        except OutsideRoot as exc:
+            report.fail(str(exc), "this is a bug or a hostile server name; please report it")
+            return Outcome(sent=self._sent)
+        except OSError as exc:
+            report.fail(
+                f"cannot write in {self.folder}: {exc}",
+                "free disk space or fix the folder's permissions; convsync retries",
+            )
+            self.rt.retry_at = time.monotonic() + self.rt.backoff.failed()
+            return Outcome(sent=self._sent)
+        finally:
+            self._final_status()
+
+    def _transient(self, exc: ApiError, problem: str) -> Outcome:
+        delay = self.rt.backoff.failed()
+        if isinstance(exc, RateLimited) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        self.rt.retry_at = time.monotonic() + delay
+        counts = self.ctx.state.outbox_counts(self.cid)
+        waiting = counts.prompts + counts.uploads
+        self.ctx.report.fail(
+            problem,
+            f"nothing is lost: {waiting} queued item(s) go out once it works again"
+            if waiting
+            else "convsync retries by itself",
+        )
+        return Outcome(transient=exc, sent=self._sent)
+
+    def _outbox_failing(self) -> bool:
+        return time.monotonic() < self.rt.retry_at
+
+    def _final_status(self) -> None:
+        report = self.ctx.report
+        try:
+            counts = self.ctx.state.outbox_counts(self.cid)
+        except Exception:  # the state is closing (shutdown); the status file keeps its last line
+            return
+        queued = _queued_text(counts.prompts, counts.uploads)
+        if report.problem:
+            retry = max(0.0, self.rt.retry_at - time.monotonic())
+            suffix = f" ({queued}; retrying in {retry:.0f} s)" if queued else ""
+            report.status(f"error: {report.problem}{suffix}")
+        elif queued:
+            report.status(f"queued: {queued}")
+        else:
+            report.status("idle")
+
+    # --- 1. inbox -------------------------------------------------------------------------------------------
+
+    def _scan_inbox(self) -> None:
+        scan = self.rt.tracker.scan(self.folder / INBOX)
+        self._scan = scan
+        for problem in scan.problems:
+            self.ctx.report.note(f"inbox/{problem.name} {problem.reason}")
+        queued = {e.payload for e in self.ctx.state.pending(self.cid) if e.kind == "upload"}
+        for name in sorted({*scan.waiting, *(r.name for r in scan.ready)} - queued):
+            self.ctx.state.enqueue(self.cid, "upload", name)
+        if scan.recheck_in is not None:
+            self._recheck_in(scan.recheck_in)
+
+    def _recheck_in(self, seconds: float) -> None:
+        at = time.monotonic() + max(0.05, seconds)
+        self.rt.recheck_at = at if self.rt.recheck_at is None else min(self.rt.recheck_at, at)
+
+    # --- 2. prompt.txt --------------------------------------------------------------------------------------
+
+    def _take_prompt(self, signalled: bool) -> None:
+        prompt = self.folder / PROMPT
+        leftover = (self.folder / TAKING).exists()
+        if not leftover:
+            try:
+                st = prompt.stat()
+            except FileNotFoundError:
+                return
+            if st.st_size == 0:
+                return
+            if self.flags.full:
+                signalled = signalled or not open_for_writing(prompt)
+            if not should_take(
+                st.st_size,
+                st.st_mtime,
+                signalled=signalled,
+                now=time.time(),
+                open_for_writing=lambda: open_for_writing(prompt),
+            ):
+                self._recheck_in(st.st_mtime + 3.0 - time.time() if time.time() - st.st_mtime < 3.0 else 3.0)
+                return
+            if decode_prompt(prompt.read_bytes()) == "":
+                return  # whitespace only: no prompt, and the file is left as the user wrote it
+        state = self.ctx.state
+
+        def store(taken: Taken) -> None:
+            state.enqueue(self.cid, "prompt", taken.text, taken.sha256)
+
+        def is_stored(digest: str) -> bool:
+            last = state.last_prompt(self.cid)
+            return last is not None and last.sha256 == digest
+
+        try:
+            if take(self.folder, store, is_stored):
+                self.rt.touch()
+        except NotText as exc:
+            self.ctx.report.note(
+                str(exc),
+                f"save the prompt as UTF-8 text into prompt.txt; the bytes are kept in {exc.kept_as.name}",
+            )
+
+    # --- 3. the outbox --------------------------------------------------------------------------------------
+
+    def _send_outbox(self) -> bool:
+        """Carry out queued entries in order while they succeed; True if a prompt got a reply."""
+        replied = False
+        while not self.ctx.stopping():
+            pending = self.ctx.state.pending(self.cid)
+            if not pending or self._outbox_failing():
+                break
+            head = pending[0]
+            if head.kind == "upload":
+                run = list(takewhile(lambda e: e.kind == "upload", pending))
+                if not self._carry_uploads(run):
+                    break
+                continue
+            if not self._send_prompt(head):
+                break
+            replied = True
+        return replied
+
+    def _carry_uploads(self, run: Sequence[OutboxEntry]) -> bool:
+        """Upload the ready files of a run of upload entries; True when the whole run is done."""
+        scan = self._scan or self.rt.tracker.scan(self.folder / INBOX)
+        ready = {r.name: r for r in scan.ready}
+        waiting = set(scan.waiting)
+        batch: list[tuple[OutboxEntry, inbox.ReadyFile]] = []
+        blocked = False
+        for entry in run:
+            if entry.payload in ready:
+                batch.append((entry, ready[entry.payload]))
+            elif entry.payload in waiting:
+                blocked = True
+            else:  # removed, renamed, or a problem entry (reported by the scan): nothing to send
+                self.ctx.state.mark_failed(entry.seq, "no longer an uploadable file in inbox/")
+        if not batch:
+            return not blocked
+        names = [r.name for _, r in batch]
+        label = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+        self.ctx.report.status(f"uploading {label}")
+        progress = self._progress("uploading", label, names[0])
+        try:
+            outcome = inbox.upload(
+                self.ctx.client, self.aid, self.cid, self.folder, [r for _, r in batch], progress=progress
+            )
+        finally:
+            self.ctx.state.delete_transfer(self.cid, names[0], "up")
+        seq_of = {entry.payload: entry.seq for entry, _ in batch}
+        for remote in outcome.remote:
+            self.ctx.state.set_transfer(
+                self.cid,
+                remote.file_ref,
+                "down",
+                sha256=filesync.remote_version(remote),
+                size=remote.size,
+                done_bytes=remote.size,
+                local_name=remote.file_ref if remote.file_ref in seq_of else "",
+            )
+        for name in outcome.moved:
+            self.ctx.state.mark_done(seq_of[name])
+            self.rt.tracker.forget(name)
+        for problem in outcome.failed:
+            self.ctx.state.mark_failed(seq_of[problem.name], problem.reason)
+            self.ctx.report.note(f"inbox/{problem.name} {problem.reason}")
+        self._sent = True
+        self.rt.touch()
+        return not blocked and not outcome.changed
+
+    def _send_prompt(self, entry: OutboxEntry) -> bool:
+        """Send one prompt through the stream route; True when it reached the server (or was found there)."""
+        client, state, report = self.ctx.client, self.ctx.state, self.ctx.report
+        messages = client.get_messages(self.aid, self.cid)
+        self._sync_transcript(messages)  # messages from elsewhere go before our prompt
+        if entry.state == "sending" and _delivered(entry, messages):
+            state.mark_done(entry.seq)  # an earlier attempt reached the server after all: never send twice
+            self._sent = True
+            return True
+        state.mark_sending(entry.seq, [m.message_id for m in messages])
+        report.status("sending")
+        sent_at = datetime.now(UTC)
+        self.rt.live_until = time.monotonic() + LIVE_GRACE_SECONDS
+        self._prompt_started = False
+        try:
+            if not self._stream(entry):
+                return False  # stopping: the reply is read from the server after the restart
+        except StreamInterrupted as exc:
+            # The prompt reached the server; the reply is read from the messages route once it is stored.
+            state.mark_done(entry.seq)
+            self._sent = True
+            log.info("%s: the reply stream was cut (%s); reading the reply from the server", self.folder, exc)
+        except TransientError:
+            if not self._prompt_started:
+                self.rt.live_until = 0.0
+                self._sync_transcript(messages)  # cut the tail; the next attempt checks before resending
+                raise
+        except BadRequest as exc:
+            state.mark_failed(entry.seq, str(exc))
+            kept = write_failed_prompt(self.folder, entry.seq, entry.payload)
+            report.note(
+                f"the server refused a prompt: {exc}",
+                f"its text is kept in {kept.name}; change it and save it into prompt.txt again",
+            )
+            self.rt.live_until = 0.0
+            self._sync_transcript(messages)
+            return True
+        self.rt.touch()
+        final = client.get_messages(self.aid, self.cid)
+        _observe_clock(self.ctx, entry, final, sent_at)
+        if self._sync_transcript(final, live=True):
+            self.rt.live_until = 0.0
+        return True
+
+    def _stream(self, entry: OutboxEntry) -> bool:
+        """Append the prompt and the streaming reply to the transcript; False when stopped midway."""
+        state, report = self.ctx.state, self.ctx.report
+        tail = LiveTail(self.folder / TRANSCRIPT)
+        tail.user_prompt(entry.payload, self.ctx.clock.now())
+        events = self.ctx.client.stream_message(self.aid, self.cid, entry.payload)
+        try:
+            for event in events:
+                if isinstance(event, StreamStarted):
+                    state.mark_done(entry.seq)  # agent_ready: the server stored the prompt
+                    self._prompt_started = True
+                    self._sent = True
+                    report.status("streaming")
+                elif isinstance(event, ThreadRenamed):
+                    state.set_conversation_name(self.cid, event.new_name)
+                elif isinstance(event, AgentFailed):
+                    report.note(
+                        f"the agent failed to answer a prompt: {event.message}",
+                        "send the prompt again (it is in transcript.md)",
+                    )
+                elif isinstance(event, StreamFinished):
+                    break
+                else:
+                    tail.on_event(event, self.ctx.clock.now())
+                if self.rt.pop_prompt_signal():
+                    self._take_prompt(True)  # prompt.txt is taken at once even while a reply streams
+                if self.ctx.stopping():
+                    return False
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        return True
+
+    # --- 4. transcript --------------------------------------------------------------------------------------
+
+    def _transcript_out_of_step(self) -> bool:
+        """The file is missing or its size differs from what the state committed (and no reply is live)."""
+        if time.monotonic() < self.rt.live_until:
+            return False
+        rows = self.ctx.state.transcript(self.cid)
+        expected = rows[-1].committed_offset if rows else 0
+        try:
+            return (self.folder / TRANSCRIPT).stat().st_size != expected
+        except FileNotFoundError:
+            return True
+
+    def _sync_transcript(self, messages: Sequence[Message], *, live: bool = False) -> bool:
+        """Bring ``transcript.md`` in line with ``messages``. Returns True when the file now holds exactly
+        the committed rendering (no live tail left); marks the conversation active on new messages."""
+        state = self.ctx.state
+        path = self.folder / TRANSCRIPT
+        rows = state.transcript(self.cid)
+        offset = rows[-1].committed_offset if rows else 0
+        size, tail = read_tail(path, offset)
+        plan = plan_transcript(rows, size, tail, messages, live=live or time.monotonic() < self.rt.live_until)
+        changed = plan.keep != len(rows) or bool(plan.commit)
+        if plan.write != "none" or changed:
+            apply_plan(path, plan)
+            state.commit_transcript(self.cid, plan.keep, plan.commit)
+        if changed and rows:
+            self.rt.touch()  # new messages (from a reply or from elsewhere): poll fast for a while
+        committed = (
+            plan.commit[-1].committed_offset
+            if plan.commit
+            else (rows[plan.keep - 1].committed_offset if plan.keep else 0)
+        )
+        try:
+            return path.stat().st_size == committed
+        except FileNotFoundError:
+            return False
+
+    # --- 5. files/ ------------------------------------------------------------------------------------------
+
+    def _clean_temps(self) -> None:
+        if not self.rt.temps_cleaned:
+            dataframes.remove_stale_temps(self.folder / FILES)
+            dataframes.remove_stale_temps(self.folder / DATA_FRAMES)
+            self.rt.temps_cleaned = True
+
+    def _sync_files(self) -> None:
+        self._clean_temps()
+        state = self.ctx.state
+        remote = self.ctx.client.list_files(self.aid, self.cid)
+        rows = {r.file_ref: r for r in state.transfers(self.cid, "down")}
+        todo = filesync.plan_downloads(remote, {ref: r.sha256 for ref, r in rows.items()})
+        taken = keys_of(r.local_name for r in rows.values() if r.local_name)
+        for item in todo:
+            if self.ctx.stopping():
+                return
+            row = rows.get(item.file_ref)
+            name = (
+                row.local_name
+                if row is not None and row.local_name
+                else filesync.local_name_for(item.file_ref, taken)
+            )
+            taken.add(name_key(name))
+            self.ctx.report.status(f"downloading {name}")
+            try:
+                filesync.download(
+                    self.ctx.client,
+                    self.aid,
+                    self.cid,
+                    item,
+                    self.folder / FILES,
+                    progress=self._progress("downloading", name, None),
+                    local_name=name,
+                )
+            except (BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
+                self.ctx.report.note(
+                    f"files/{name} could not be downloaded: {exc}",
+                    "convsync tries again on the next poll",
+                    once=True,
+                )
+                continue
+            state.set_transfer(
+                self.cid,
+                item.file_ref,
+                "down",
+                sha256=filesync.remote_version(item),
+                size=item.size,
+                done_bytes=item.size,
+                local_name=name,
+            )
+
+    # --- 6. data-frames/ ------------------------------------------------------------------------------------
+
+    def _export_frames(self) -> None:
+        state = self.ctx.state
+        frames = self.ctx.client.list_data_frames(self.aid, self.cid)
+        rows = {r.name: r for r in state.frames(self.cid)}
+        todo = dataframes.plan_exports(frames, {name: r.fingerprint for name, r in rows.items()})
+        taken = keys_of(r.file_name for r in rows.values() if r.file_name)
+        for info in todo:
+            if self.ctx.stopping():
+                return
+            row = rows.get(info.name)
+            file_name = (
+                row.file_name
+                if row is not None and row.file_name
+                else dataframes.frame_file_name(info.name, taken)
+            )
+            taken.add(name_key(file_name))
+            self.ctx.report.status(f"exporting data frame {info.name}")
+            try:
+                result = dataframes.export_frame(
+                    self.ctx.client,
+                    self.aid,
+                    self.cid,
+                    info,
+                    self.folder / DATA_FRAMES,
+                    file_name=file_name,
+                    parquet_supported=self.ctx.traits.parquet_supported,
+                )
+            except (BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
+                self.ctx.report.note(
+                    f"data frame {info.name!r} could not be exported: {exc}",
+                    "convsync tries again when the frame changes or on the next poll",
+                    once=True,
+                )
+                continue
+            self.ctx.traits.parquet_supported = result.parquet_supported
+            state.set_frame(self.cid, info.name, result.fingerprint, file_name)
+
+    # --- progress -------------------------------------------------------------------------------------------
+
+    def _progress(self, verb: str, label: str, upload_ref: str | None) -> Progress:
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_EVERY_SECONDS and done != total:
+                return
+            last[0] = now
+            shown = f"{done * 100 // total}%" if total else _human_bytes(done)
+            self.ctx.report.status(f"{verb} {label} ({shown})")
+            if upload_ref is not None:
+                self.ctx.state.set_transfer(self.cid, upload_ref, "up", size=total, done_bytes=done)
+
+        return progress
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _delivered(entry: OutboxEntry, messages: Sequence[Message]) -> bool:
+    """Whether a user message with the entry's text appeared after the entry's baseline."""
+    baseline = set(entry.baseline or ())
+    return any(
+        m.role == "user" and m.message_id not in baseline and m.text == entry.payload for m in messages
+    )
+
+
+def _observe_clock(
+    ctx: ConversationContext, entry: OutboxEntry, messages: Sequence[Message], sent_at: datetime
+) -> None:
+    baseline = set(entry.baseline or ())
+    for m in reversed(messages):
+        if m.role == "user" and m.message_id not in baseline and m.text == entry.payload:
+            ctx.clock.observe(m.created_at, sent_at)
+            return
+
+
+def _queued_text(prompts: int, uploads: int) -> str:
+    parts = []
+    if prompts:
+        parts.append(f"{prompts} prompt{'s' if prompts != 1 else ''}")
+    if uploads:
+        parts.append(f"{uploads} upload{'s' if uploads != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

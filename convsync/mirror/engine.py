@@ -1,0 +1,811 @@
+"""The sync engine: agents and conversations on the server ↔ folders under the root.
+
+Threads (all owned, all joined by ``stop``)::
+
+    watcher     watchdog observer → ``_on_hint``: a path becomes a job key, debounced (``debounce_ms``)
+    scheduler   timers → jobs: the conversation lists (``poll_conversations_seconds``), the local rescan
+                (``rescan_seconds``), message polls (fast for active conversations, slow for idle ones,
+                stretched to fit the rate budget), retries after failures
+    workers     a small pool running jobs; a job key is never run by two workers at once, so one conversation
+                is handled by one thread at a time and its prompts go out in order
+
+Jobs: ``("lists", "")`` resolves agents and plans every agent against the server's conversation lists;
+``("rescan", "")`` plans every agent against the disk only and looks at every conversation folder;
+``("agent", aid)`` plans one agent against the disk; ``("conv", cid)`` reconciles one conversation
+(``convsync.mirror.conversation``). Planning is pure (``convsync.mirror.plan``); this module carries it out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from convsync import paths
+from convsync.api.client import AgentClient, RateLimit
+from convsync.api.models import Agent, Conversation
+from convsync.config import Config
+from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
+from convsync.mirror.atomic import TEMP_PREFIX
+from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits
+from convsync.mirror.conversation import ConversationRuntime, Flags, Outcome, Reconcile
+from convsync.mirror.folders import (
+    CONVERSATION_MARKER,
+    DATA_FRAMES,
+    FILES,
+    INBOX,
+    OWN_FILES,
+    ROOT_MARKER,
+    check_root,
+    create_agent_folder,
+    create_conversation_folder,
+    find_agent_folders,
+    list_agent_folder,
+    move_aside,
+    populate_conversation,
+    remove_stale_temp_folders,
+    write_marker,
+)
+from convsync.mirror.names import child, keys_of, name_key, safe_name, unique_name
+from convsync.mirror.plan import (
+    Action,
+    Adopt,
+    CreateFolder,
+    CreateRemote,
+    DeleteRemote,
+    Detach,
+    Forget,
+    MoveAside,
+    PollIntervals,
+    Rebind,
+    RestoreMarker,
+    Warn,
+    plan_agent,
+    poll_intervals,
+)
+from convsync.mirror.prompt import PROMPT, TAKING, write_failed_prompt
+from convsync.mirror.state import DB_NAME, AgentRow, ConversationRow, State
+from convsync.watch import Hint, Watcher
+
+log = logging.getLogger(__name__)
+
+WORKERS = 4
+POLL_BUDGET_SHARE = 0.5  # polling may use half of the client's rate limit; sends and transfers get the rest
+REQUESTS_PER_POLL = 2  # messages, plus files/frames for active conversations (averaged)
+HEALTH_STALL_SECONDS = 60.0
+SCHEDULER_TICK = 0.5
+DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
+
+JobKey = tuple[str, str]
+LISTS: JobKey = ("lists", "")
+RESCAN: JobKey = ("rescan", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A snapshot for ``STATUS=`` and the log."""
+
+    conversations: int
+    queued_prompts: int
+    queued_uploads: int
+    last_error: str | None
+
+    def __str__(self) -> str:
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        text = (
+            f"{plural(self.conversations, 'conversation')}, {plural(self.queued_prompts, 'prompt')} and "
+            f"{plural(self.queued_uploads, 'upload')} queued"
+        )
+        return f"{text}; last error: {self.last_error}" if self.last_error else text
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one ``run_once`` pass did."""
+
+    agents: int
+    conversations: int
+    queued_prompts: int
+    queued_uploads: int
+    errors: tuple[str, ...]
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.agents} agent(s), {self.conversations} conversation(s); "
+            f"{self.queued_prompts} prompt(s) and {self.queued_uploads} upload(s) still queued"
+        )
+        return text + (f"; {len(self.errors)} problem(s): {self.errors[0]}" if self.errors else "")
+
+
+def build_client(config: Config) -> AgentClient:
+    verify: bool | str = str(config.ca_bundle) if config.ca_bundle is not None else config.verify_tls
+    return AgentClient(
+        config.url,
+        config.api_key,
+        timeout=config.timeout_seconds,
+        verify=verify,
+        use_truststore=config.use_truststore,
+        rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
+        max_retries=2,  # the engine retries with its own backoff; don't hold a worker for long
+    )
+
+
+def state_path(config: Config) -> Path:
+    """The state database of ``config``: in ``state_dir``, else the user state dir."""
+    return paths.state_dir(config.state_dir) / DB_NAME
+
+
+class Engine:
+    def __init__(self, config: Config, *, client: AgentClient | None = None) -> None:
+        self._config = config
+        self._client = client if client is not None else build_client(config)
+        self._owns_client = client is None
+        self._retired: list[AgentClient] = []
+        self._state = State(state_path(config))
+        self._clock = ServerClock()
+        self._traits = ServerTraits()
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watcher: Watcher | None = None
+        self._due: dict[JobKey, float] = {}
+        self._first_hint: dict[JobKey, float] = {}
+        self._queue: deque[JobKey] = deque()
+        self._busy: set[JobKey] = set()
+        self._runtimes: dict[str, ConversationRuntime] = {}
+        self._next_poll: dict[str, float] = {}
+        self._next_lists = 0.0
+        self._next_rescan = 0.0
+        self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
+        self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
+        self._agent_index: dict[str, str] = {}  # agent folder → agent id
+        self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
+        self._vanished_agents: set[str] = set()
+        self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
+        self._server_trouble = False
+        self._heartbeat = time.monotonic()
+        self._started = False
+        self._bind_root()
+        self._rebuild_index()
+
+    # --- public interface -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the watcher, the scheduler and the workers; returns at once.
+
+        Raises ``RootUnavailable`` when the root has no marker at start-up (later, a missing marker pauses
+        all action until it is back).
+        """
+        check_root(self._config.root)
+        self._started = True
+        self._start_watcher()
+        now = time.monotonic()
+        with self._cond:
+            self._next_lists = now
+            self._next_rescan = now + self._config.rescan_seconds
+            self._due[LISTS] = now
+        self._spawn("convsync-scheduler", self._scheduler_loop)
+        for i in range(WORKERS):
+            self._spawn(f"convsync-worker-{i + 1}", self._worker_loop)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once the first full scan finished (agents resolved, folders planned)."""
+        return self._ready.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every thread; a reply being streamed is abandoned (it is read from the server next time)."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._watcher is not None:
+            self._watcher.stop(timeout=timeout / 4)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            # A worker blocked in a request: closing the client makes that request fail at once.
+            log.warning("a worker is still busy; closing the connection to stop it")
+            self._close_clients()
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.error("threads did not stop in time: %s", ", ".join(stuck))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._close_clients()
+        if not self._threads:
+            self._state.close()
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration; queued work (in the state database) is kept."""
+        old = self._config
+        client_keys = ("url", "api_key", "verify_tls", "ca_bundle", "use_truststore", "timeout_seconds")
+        rate_keys = ("rate_limit_requests", "rate_limit_window_seconds")
+        changed = any(getattr(old, k) != getattr(config, k) for k in client_keys + rate_keys)
+        new_client = self._owns_client and changed
+        with self._cond:
+            self._config = config
+            if new_client:
+                self._retired.append(self._client)
+                self._client = build_client(config)
+            self._due[LISTS] = time.monotonic()
+            self._next_rescan = time.monotonic()
+            self._cond.notify_all()
+        if config.root != old.root and self._started:
+            self._bind_root()
+            self._rebuild_index()
+            if self._watcher is not None:
+                self._watcher.stop()
+            self._start_watcher()
+        log.info("configuration applied")
+
+    def run_once(self) -> SyncReport:
+        """One full blocking pass (``convsync sync``): lists, folders, prompts, outbox, messages, files.
+
+        Local work (taking prompts into the outbox) happens even when the server fails; the server's error is
+        raised at the end (``TransientError`` → exit 75, ``AuthError`` → exit 77).
+        """
+        check_root(self._config.root)
+        failure = self._lists_pass()
+        if failure is not None:
+            self._local_pass()
+        errors: list[str] = [str(failure)] if failure is not None else []
+        cids = [c.id for c in self._state.conversations(status="active")]
+        for cid in cids:
+            outcome = self._run_conversation(cid, Flags(local=True, poll=True, full=True))
+            if failure is None and outcome is not None:
+                failure = outcome.auth or outcome.transient
+            rt = self._runtimes.get(cid)
+            if rt is not None and rt.reporter is not None and rt.reporter.problem:
+                errors.append(f"{rt.reporter.folder}: {rt.reporter.problem}")
+        if failure is not None:
+            raise failure
+        counts = self._state.outbox_counts()
+        return SyncReport(len(self._state.agents()), len(cids), counts.prompts, counts.uploads, tuple(errors))
+
+    def summary(self) -> Summary:
+        counts = self._state.outbox_counts()
+        n = len(self._state.conversations(status="active"))
+        problem = self._problems.get("root") or next(iter(self._problems.values()), None)
+        return Summary(n, counts.prompts, counts.uploads, problem)
+
+    def healthy(self) -> bool:
+        if not self._started or self._stopping.is_set():
+            return False
+        if not all(t.is_alive() for t in self._threads):
+            return False
+        return time.monotonic() - self._heartbeat < HEALTH_STALL_SECONDS
+
+    # --- threads --------------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name)
+        self._threads.append(thread)
+        thread.start()
+
+    def _close_clients(self) -> None:
+        clients = [*self._retired, self._client] if self._owns_client else list(self._retired)
+        self._retired.clear()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _start_watcher(self) -> None:
+        watcher = Watcher(self._config.root, self._on_hint, rescan_seconds=self._config.rescan_seconds)
+        try:
+            problem = watcher.start()
+        except OSError as exc:
+            problem = (
+                f"convsync cannot watch {self._config.root} ({exc}); changes are found by the rescan only"
+            )
+        if problem:
+            log.warning("%s", problem)
+        self._problem("watch", problem)
+        self._watcher = watcher
+
+    def _problem(self, source: str, text: str | None) -> None:
+        if text is None:
+            self._problems.pop(source, None)
+        else:
+            self._problems[source] = text
+
+    def _scheduler_loop(self) -> None:
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            with self._cond:
+                self._heartbeat = now
+                self._timers(now)
+                wake = self._dispatch(now)
+                self._cond.notify_all()
+                self._cond.wait(max(0.005, min(SCHEDULER_TICK, wake - now)))
+
+    def _timers(self, now: float) -> None:
+        """Turn due timers into jobs (called with the lock held)."""
+        config = self._config
+        if now >= self._next_lists:
+            self._due.setdefault(LISTS, now)
+            self._next_lists = now + max(self._intervals.lists, config.poll_conversations_seconds)
+        if now >= self._next_rescan:
+            self._due.setdefault(RESCAN, now)
+            self._next_rescan = now + config.rescan_seconds
+        for cid, at in self._next_poll.items():
+            rt = self._runtimes.get(cid)
+            if rt is None:
+                continue
+            if at <= now:
+                rt.add(Flags(poll=True))
+                self._due.setdefault(("conv", cid), now)
+                self._next_poll[cid] = now + (self._intervals.active if rt.active else self._intervals.idle)
+            elif rt.active and at > now + self._intervals.active:
+                self._next_poll[cid] = now + self._intervals.active  # became active: poll soon
+            if rt.recheck_at is not None and rt.recheck_at <= now:
+                rt.recheck_at = None
+                rt.add(Flags(local=True))
+                self._due.setdefault(("conv", cid), now)
+            if rt.retry_at and rt.retry_at <= now:
+                rt.retry_at = 0.0
+                rt.add(Flags(local=True))
+                self._due.setdefault(("conv", cid), now)
+
+    def _dispatch(self, now: float) -> float:
+        """Move due jobs to the queue; return when the next one falls due (lock held)."""
+        wake = now + SCHEDULER_TICK
+        queued = set(self._queue)
+        for key, at in list(self._due.items()):
+            if at <= now and key not in self._busy and key not in queued:
+                del self._due[key]
+                self._first_hint.pop(key, None)
+                self._queue.append(key)
+                queued.add(key)
+            elif at > now:
+                wake = min(wake, at)
+        for at in (self._next_lists, self._next_rescan):
+            wake = min(wake, at)
+        return wake
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping.is_set() and not self._queue:
+                    self._cond.wait(SCHEDULER_TICK)
+                if self._stopping.is_set():
+                    return
+                key = self._queue.popleft()
+                self._busy.add(key)
+            try:
+                self._run_job(key)
+            except Exception as exc:
+                log.exception("job %s failed", key)
+                self._problem("bug", f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
+            finally:
+                with self._cond:
+                    self._busy.discard(key)
+                    self._cond.notify_all()
+
+    def _schedule(self, key: JobKey, delay: float = 0.0, *, debounce: bool = False) -> None:
+        with self._cond:
+            now = time.monotonic()
+            at = now + delay
+            if debounce:
+                first = self._first_hint.setdefault(key, now)
+                cap = first + delay * DEBOUNCE_CAP_FACTOR
+                at = min(at, cap) if key in self._due else at
+                self._due[key] = at
+            else:
+                self._due[key] = min(self._due.get(key, at), at)
+            self._cond.notify_all()
+
+    # --- jobs -----------------------------------------------------------------------------------------------
+
+    def _run_job(self, key: JobKey) -> None:
+        kind, ident = key
+        try:
+            check_root(self._config.root)
+        except RootUnavailable as exc:
+            if self._problems.get("root") != str(exc):
+                log.error("%s", exc)
+            self._problem("root", str(exc))
+            if not self._ready.is_set() and kind == "lists":
+                self._ready.set()  # READY, with the problem in the status: nothing else to wait for
+            return
+        if "root" in self._problems:
+            log.info("the mirror root is back; resuming")
+            self._problem("root", None)
+            self._schedule(LISTS)
+            self._schedule(RESCAN)
+        if kind == "lists":
+            if self._lists_pass() is not None:
+                self._local_pass(schedule=True)
+            self._after_first_scan()
+        elif kind == "rescan":
+            self._local_pass(schedule=True)
+        elif kind == "agent":
+            agent = next((a for a in self._state.agents() if a.id == ident), None)
+            if agent is not None:
+                self._agent_pass(agent, None)
+        elif kind == "conv":
+            rt = self._runtime(ident)
+            outcome = self._run_conversation(ident, rt.pop())
+            self._after_conversation(ident, outcome)
+
+    def _after_first_scan(self) -> None:
+        if self._ready.is_set():
+            return
+        now = time.monotonic()
+        pending = set(self._state.conversations_with_pending())
+        with self._cond:
+            for row in self._state.conversations(status="active"):
+                rt = self._runtime(row.id)
+                rt.add(Flags(local=True))
+                self._due.setdefault(("conv", row.id), now)
+                if row.id in pending:
+                    rt.touch()
+            self._cond.notify_all()
+        self._ready.set()
+
+    def _after_conversation(self, cid: str, outcome: Outcome | None) -> None:
+        if outcome is None:
+            return
+        if outcome.gone:
+            row = self._state.conversation(cid)
+            if row is not None:
+                self._schedule(("agent", row.agent_id))
+            self._schedule(LISTS, 0.5)
+        if outcome.transient is not None:
+            if not self._server_trouble:
+                log.warning("the server is unreachable or failing: %s", outcome.transient)
+            self._server_trouble = True
+            self._problem("server", f"the server cannot be reached or failed: {outcome.transient}")
+        if outcome.auth is not None:
+            self._problem("server", f"the server refused the API key: {outcome.auth}")
+        if outcome.sent:
+            with self._cond:
+                soon = time.monotonic() + self._intervals.active
+                self._next_poll[cid] = min(self._next_poll.get(cid, soon), soon)
+
+    # --- the lists pass: agents and conversations against the server ----------------------------------------
+
+    def _lists_pass(self) -> ApiError | None:
+        """Resolve agents and plan each against its conversation list; returns the server's error, if any."""
+        try:
+            for agent in self._resolve_agents():
+                remote = self._client.list_conversations(agent.id)
+                self._agent_pass(agent, remote)
+        except ApiError as exc:
+            if isinstance(exc, AuthError):
+                message = f"the server refused the API key: {exc}"
+            elif isinstance(exc, TransientError):
+                message = f"the server cannot be reached or failed: {exc}"
+            else:
+                message = f"listing agents and conversations failed: {exc}"
+            if self._problems.get("server") != message:
+                log.warning("%s", message)
+            self._problem("server", message)
+            self._server_trouble = True
+            return exc
+        self._problem("server", None)
+        if self._server_trouble:
+            log.info("the server answers again")
+            self._server_trouble = False
+            self._wake_pending()
+        self._update_intervals()
+        return None
+
+    def _wake_pending(self) -> None:
+        now = time.monotonic()
+        with self._cond:
+            for cid in self._state.conversations_with_pending():
+                rt = self._runtime(cid)
+                rt.retry_at = 0.0
+                rt.backoff.succeeded()
+                rt.add(Flags(local=True))
+                self._due.setdefault(("conv", cid), now)
+            self._cond.notify_all()
+
+    def _resolve_agents(self) -> list[AgentRow]:
+        """The configured agents, each bound to a folder of the root (created when missing)."""
+        root = self._config.root
+        remote = self._client.list_agents()
+        chosen: list[tuple[Agent, str | None]] = []
+        if not self._config.agents:
+            chosen = [(a, None) for a in remote]
+        else:
+            for selector in self._config.agents:
+                match = next(
+                    (
+                        a
+                        for a in remote
+                        if (selector.id and a.id == selector.id)
+                        or (selector.name and a.name.casefold() == selector.name.casefold())
+                    ),
+                    None,
+                )
+                if match is None:
+                    wanted = selector.id or selector.name
+                    log.warning("agent %r is not visible with this API key; it is skipped", wanted)
+                    continue
+                if all(match.id != c[0].id for c in chosen):
+                    chosen.append((match, selector.folder))
+        bound = {a.id: a for a in self._state.agents()}
+        markers = find_agent_folders(root)
+        taken = keys_of(p.name for p in root.iterdir())
+        rows: list[AgentRow] = []
+        for agent, wanted_folder in chosen:
+            row = bound.get(agent.id)
+            if agent.id in markers:
+                folder = markers[agent.id]
+            elif row is not None:
+                folder = row.folder
+                self._vanished_agents.add(agent.id)  # its folder is gone: detach, never delete (valve)
+                log.warning("the folder %r of agent %r vanished; recreating it", folder, agent.name)
+            else:
+                folder = unique_name(safe_name(wanted_folder or agent.name), taken)
+            taken.add(name_key(folder))
+            create_agent_folder(root, folder, agent.id)
+            if row is None or row.folder != folder or row.name != agent.name:
+                self._state.bind_agent(agent.id, folder, agent.name)
+            rows.append(AgentRow(agent.id, folder, agent.name))
+        self._rebuild_index()
+        return rows
+
+    def _local_pass(self, *, schedule: bool = False) -> None:
+        """Plan every agent against the disk only, and look at every conversation folder."""
+        for agent in self._state.agents():
+            if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
+                self._agent_pass(agent, None)
+        if schedule:
+            now = time.monotonic()
+            with self._cond:
+                for row in self._state.conversations(status="active"):
+                    self._runtime(row.id).add(Flags(local=True))
+                    self._due.setdefault(("conv", row.id), now)
+                self._cond.notify_all()
+
+    # --- one agent ------------------------------------------------------------------------------------------
+
+    def _agent_pass(self, agent: AgentRow, remote: list[Conversation] | None) -> None:
+        root = self._config.root
+        agent_dir = child(root, root, agent.folder)
+        remove_stale_temp_folders(agent_dir)
+        listing = list_agent_folder(agent_dir)
+        if agent.id in self._vanished_agents:
+            listing = type(listing)(listing.folders, listing.names, agent_folder_present=False)
+            self._vanished_agents.discard(agent.id)
+        actions = plan_agent(
+            remote=remote,
+            local=listing,
+            bindings=self._state.conversations(agent_id=agent.id),
+            pending_creates=self._state.pending_creates(agent.id),
+            policy=self._config.on_local_delete,
+        )
+        for action in actions:
+            try:
+                self._apply(agent, agent_dir, action)
+            except (TransientError, AuthError):
+                raise
+            except (ApiError, OSError) as exc:
+                log.warning("%s: %s failed: %s", agent.folder, type(action).__name__, exc)
+                self._problem(f"agent {agent.id}", f"{agent.folder}: {exc}")
+        if actions:
+            self._rebuild_index()
+
+    def _apply(self, agent: AgentRow, agent_dir: Path, action: Action) -> None:
+        root = self._config.root
+        if isinstance(action, CreateFolder):
+            created = create_conversation_folder(root, agent_dir, action.folder, action.cid)
+            self._state.bind_conversation(action.cid, agent.id, created.folder, action.name)
+            log.info("new conversation %r → %s", action.name, created.path)
+            self._bound(action.cid, agent.folder, created.folder, new=True)
+        elif isinstance(action, CreateRemote):
+            self._state.add_pending_create(agent.id, action.folder, action.name)
+            conv = self._client.create_conversation(agent.id, action.name)
+            populate_conversation(root, child(root, agent_dir, action.folder), conv.id)
+            self._state.bind_conversation(conv.id, agent.id, action.folder, conv.name)
+            log.info(
+                "created conversation %r on the server for the folder %s",
+                conv.name,
+                agent_dir / action.folder,
+            )
+            self._bound(conv.id, agent.folder, action.folder, new=True)
+        elif isinstance(action, Adopt):
+            populate_conversation(root, child(root, agent_dir, action.folder), action.cid)
+            self._state.bind_conversation(action.cid, agent.id, action.folder, action.name)
+            self._bound(action.cid, agent.folder, action.folder, new=False)
+        elif isinstance(action, Rebind):
+            self._state.set_conversation_folder(action.cid, action.folder)
+            self._bound(action.cid, agent.folder, action.folder, new=False)
+        elif isinstance(action, RestoreMarker):
+            write_marker(root, child(root, agent_dir, action.folder), CONVERSATION_MARKER, action.cid)
+        elif isinstance(action, MoveAside):
+            self._move_aside(agent, agent_dir, action)
+        elif isinstance(action, Detach):
+            self._state.set_conversation_status(action.cid, "detached")
+            log.info("the folder of conversation %s was deleted: detached (the server keeps it)", action.cid)
+        elif isinstance(action, DeleteRemote):
+            with contextlib.suppress(NotFound):
+                self._client.delete_conversation(agent.id, action.cid)
+            self._state.set_conversation_status(action.cid, "deleted")
+            log.info("the folder of conversation %s was deleted: deleted it on the server", action.cid)
+        elif isinstance(action, Forget):
+            self._state.set_conversation_status(action.cid, "deleted")
+        elif isinstance(action, Warn):
+            log.warning("%s: %s", agent.folder, action.message)
+            self._problem(f"agent {agent.id}", f"{agent.folder}: {action.message}")
+
+    def _move_aside(self, agent: AgentRow, agent_dir: Path, action: MoveAside) -> None:
+        root = self._config.root
+        path = child(root, agent_dir, action.folder)
+        rt = self._runtimes.get(action.cid) if action.cid else None
+        if rt is not None and not rt.lock.acquire(timeout=0.1):
+            self._schedule(("agent", agent.id), 1.0)  # it is being worked on; look again in a moment
+            return
+        try:
+            dest = move_aside(root, agent.folder, path)
+            if action.cid is not None:
+                for entry in self._state.pending(action.cid):
+                    if entry.kind == "prompt":
+                        write_failed_prompt(dest, entry.seq, entry.payload)
+                    self._state.mark_failed(entry.seq, "the conversation was deleted on the server")
+                self._state.set_conversation_status(action.cid, "deleted")
+            log.info("conversation folder %s moved to %s (gone on the server)", path, dest)
+        finally:
+            if rt is not None:
+                rt.lock.release()
+
+    def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool) -> None:
+        rt = self._runtime(cid)
+        flags = Flags(local=True, poll=new)
+        key = (agent_folder, folder)
+        with self._cond:
+            if key in self._orphan_signals:
+                self._orphan_signals.discard(key)
+                flags.prompt_signal = True
+            self._folder_index[key] = cid
+        rt.add(flags)
+        self._schedule(("conv", cid))
+
+    # --- one conversation -----------------------------------------------------------------------------------
+
+    def _runtime(self, cid: str) -> ConversationRuntime:
+        with self._cond:  # the scheduler iterates these dicts
+            rt = self._runtimes.get(cid)
+            if rt is None:
+                rt = self._runtimes[cid] = ConversationRuntime(cid)
+                # First polls are spread over the idle interval, so a restart does not burst the server.
+                spread = random.uniform(0, max(1.0, self._intervals.idle))  # noqa: S311 (not for secrets)
+                self._next_poll[cid] = time.monotonic() + spread
+            return rt
+
+    def _run_conversation(self, cid: str, flags: Flags) -> Outcome | None:
+        row = self._state.conversation(cid)
+        if row is None or row.status != "active":
+            return None
+        agent = next((a for a in self._state.agents() if a.id == row.agent_id), None)
+        if agent is None:
+            return None
+        rt = self._runtime(cid)
+        if not rt.lock.acquire(timeout=5):
+            rt.add(flags)  # an agent pass holds it; the job comes back
+            self._schedule(("conv", cid), 0.5)
+            return None
+        try:
+            return Reconcile(self._context(row, agent, rt), rt, flags).run()
+        finally:
+            rt.lock.release()
+
+    def _context(self, row: ConversationRow, agent: AgentRow, rt: ConversationRuntime) -> ConversationContext:
+        folder = self._config.root / agent.folder / row.folder
+        if rt.reporter is None or rt.reporter.folder != folder:
+            rt.reporter = Reporter(self._state, row.id, folder)
+        return ConversationContext(
+            root=self._config.root,
+            agent_id=agent.id,
+            conversation_id=row.id,
+            folder=folder,
+            client=self._client,
+            state=self._state,
+            report=rt.reporter,
+            clock=self._clock,
+            traits=self._traits,
+            stopping=self._stopping.is_set,
+            replan=lambda: self._schedule(LISTS),
+        )
+
+    # --- hints ----------------------------------------------------------------------------------------------
+
+    def _on_hint(self, hint: Hint) -> None:
+        """Called from the watcher's thread: map a path to a job and schedule it, debounced."""
+        try:
+            rel = hint.path.relative_to(self._config.root)
+        except ValueError:
+            return
+        parts = rel.parts
+        if not parts:
+            return
+        debounce = self._config.debounce_ms / 1000.0
+        if parts[0] == ROOT_MARKER:
+            self._schedule(LISTS, debounce, debounce=True)
+            return
+        if parts[0].startswith("."):
+            return  # .deleted/, our temp folders
+        aid = self._agent_index.get(parts[0])
+        if len(parts) <= 2:
+            if len(parts) == 2 and parts[1].startswith("."):
+                return  # our conversation folders under construction
+            self._schedule(("agent", aid) if aid else RESCAN, debounce, debounce=True)
+            return
+        key = (parts[0], parts[1])
+        cid = self._folder_index.get(key)
+        name = parts[2]
+        if cid is None:
+            if name == PROMPT and hint.kind in ("closed", "moved_to"):
+                with self._cond:
+                    self._orphan_signals.add(key)
+            if aid:
+                self._schedule(("agent", aid), debounce, debounce=True)
+            return
+        flags = Flags(local=True)
+        if len(parts) == 3:
+            if name in OWN_FILES and hint.kind not in ("deleted", "moved_from"):
+                return  # our own writes
+            if name.startswith(TEMP_PREFIX) or name == TAKING:
+                return
+            if name == PROMPT and hint.kind in ("closed", "moved_to"):
+                flags.prompt_signal = True
+            if name == CONVERSATION_MARKER and aid:
+                self._schedule(("agent", aid), debounce, debounce=True)
+        elif name in (FILES, DATA_FRAMES):
+            return  # convsync's downloads and exports
+        elif name == INBOX and len(parts) == 4 and hint.kind in ("closed", "moved_to"):
+            flags.inbox_hints.add(parts[3])
+        self._runtime(cid).add(flags)
+        self._schedule(("conv", cid), debounce, debounce=True)
+
+    # --- bookkeeping ----------------------------------------------------------------------------------------
+
+    def _bind_root(self) -> None:
+        """Bindings belong to one root: a different root starts from scratch (the old one is left alone)."""
+        root = str(self._config.root.resolve())
+        recorded = self._state.get_meta("root")
+        if recorded is not None and recorded != root:
+            log.warning("the mirror root changed from %s to %s: mirroring everything anew", recorded, root)
+            self._state.reset_bindings()
+        if recorded != root:
+            self._state.set_meta("root", root)
+
+    def _rebuild_index(self) -> None:
+        agents = {a.id: a.folder for a in self._state.agents()}
+        index = {
+            (agents[c.agent_id], c.folder): c.id
+            for c in self._state.conversations(status="active")
+            if c.agent_id in agents
+        }
+        with self._cond:
+            self._agent_index = {folder: aid for aid, folder in agents.items()}
+            self._folder_index = index
+
+    def _update_intervals(self) -> None:
+        rows = self._state.conversations(status="active")
+        n_active = sum(1 for r in rows if (rt := self._runtimes.get(r.id)) is not None and rt.active)
+        config = self._config
+        self._intervals = poll_intervals(
+            n_active=n_active,
+            n_idle=len(rows) - n_active,
+            n_agents=len(self._agent_index),
+            active_seconds=config.poll_active_seconds,
+            idle_seconds=config.poll_idle_seconds,
+            lists_seconds=config.poll_conversations_seconds,
+            budget_per_second=POLL_BUDGET_SHARE
+            * config.rate_limit_requests
+            / config.rate_limit_window_seconds,
+            requests_per_poll=REQUESTS_PER_POLL,
+        )
