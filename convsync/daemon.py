@@ -16,7 +16,6 @@ socket, does the work. The engine owns every other thread.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import math
 import select
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, cast
+from typing import Protocol
 
 from convsync import paths
 from convsync.cli import Exit
@@ -35,6 +34,7 @@ from convsync.config import Config, load_config
 from convsync.errors import ConfigError, ConvsyncError
 from convsync.lock import InstanceLock
 from convsync.logs import set_level
+from convsync.mirror.engine import Engine
 from convsync.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,6 @@ class EngineLike(Protocol):
 
 
 EngineFactory = Callable[[Config], EngineLike]
-
-
-def _engine_factory() -> EngineFactory:
-    # Imported on first use: the engine pulls in the API client and the watcher.
-    module = importlib.import_module("convsync.mirror.engine")
-    return cast(EngineFactory, module.Engine)
 
 
 class Daemon:
@@ -121,7 +115,7 @@ class Daemon:
                     state_dir,
                 )
                 self.notifier.status("starting")
-                engine = (self._engine_factory or _engine_factory())(self.config)
+                engine = (self._engine_factory or Engine)(self.config)
                 try:
                     engine.start()
                     self._loop(engine)
@@ -256,7 +250,10 @@ def run_daemon(
 def sync_once(config: Config, *, engine_factory: EngineFactory | None = None) -> int:
     """``convsync sync``: one full blocking reconcile pass under the instance lock, then exit 0 (or raise)."""
     with InstanceLock(paths.state_dir(config.state_dir)):
-        engine = (engine_factory or _engine_factory())(config)
-        report = engine.run_once()
+        engine = (engine_factory or Engine)(config)
+        try:
+            report = engine.run_once()
+        finally:
+            engine.stop(timeout=STOP_TIMEOUT_SECONDS)  # no threads ran; this closes the client and the state
     log.info("sync done: %s", report)
     return Exit.OK

@@ -247,7 +247,7 @@ def test_sync_once_runs_one_pass_under_the_lock(config_file: Path) -> None:
     engine = FakeEngine(config)
 
     assert sync_once(config, engine_factory=lambda _c: engine) == 0
-    assert engine.calls == ["run_once"]
+    assert engine.calls == ["run_once", "stop 20"]
 
     with InstanceLock(config_file.parent / "state"), pytest.raises(AlreadyRunning):
         sync_once(config, engine_factory=lambda _c: engine)
