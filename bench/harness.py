@@ -143,22 +143,11 @@ def report(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
 
 
 @contextlib.contextmanager
-def emulator(**options: Any) -> Iterator[Any]:
+def emulator(**options: Any) -> Iterator[EmulatorServer]:
     """The emulator in this process on a free loopback port; ``options`` go to ``EmulatorOptions``."""
     options.setdefault("api_key", API_KEY)
-    server = EmulatorServer(EmulatorOptions(**options))
-    start = getattr(server, "start", None)
-    if callable(start) and not getattr(server, "started", False):
-        with contextlib.suppress(RuntimeError):
-            start()
-    try:
+    with EmulatorServer(EmulatorOptions(**options)) as server:
         yield server
-    finally:
-        for name in ("stop", "close", "shutdown"):
-            closer = getattr(server, name, None)
-            if callable(closer):
-                closer()
-                break
 
 
 def requests_since(emu: Any, since: float, *, methods: Sequence[str] = (), path_part: str = "") -> list[Any]:
@@ -564,7 +553,7 @@ def seed(emu: Any, aid: str, conversations: int, messages: int) -> list[str]:
     """Seed the emulator's store directly (``convsync.emulator.seed``); the new conversation ids."""
     from convsync.emulator.seed import seed_conversations  # noqa: PLC0415 - only the scale benches need it
 
-    return seed_conversations(emu.store, aid, conversations, messages)
+    return seed_conversations(emu, aid, conversations, messages)
 
 
 def wait_mirrored(root: Path, cids: Sequence[str], timeout: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from convsync.emulator import wire
+from convsync.emulator.server import EmulatorServer
 from convsync.emulator.store import Store
 
 _WORDS = (
@@ -69,11 +70,18 @@ def seeded_message(role: str, text: str, index: int, *, thought: str | None = No
 
 
 def seed_conversations(
-    store: Store, agent_id: str, conversations: int, messages: int, *, name_prefix: str = "Seeded"
+    target: EmulatorServer | Store,
+    agent_id: str,
+    conversations: int,
+    messages: int,
+    *,
+    name_prefix: str = "Seeded",
 ) -> list[str]:
     """Create ``conversations`` conversations of ``agent_id`` with ``messages`` messages each.
 
     Turns alternate user and agent, oldest first. Returns the conversation ids in creation order."""
+    # seed.py belongs to the emulator package, so it may use the server's store directly.
+    store = target._store if isinstance(target, EmulatorServer) else target
     if store.agent(agent_id) is None:
         raise ValueError(f"no agent {agent_id} in the emulator's store")
     ids: list[str] = []
