@@ -7,10 +7,11 @@ into a hidden temp file next to its destination, checks its sha256 and renames i
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import RemoteFile
@@ -19,6 +20,9 @@ from convsync.mirror.atomic import fsync_dir, temp_path_for
 from convsync.mirror.dataframes import remove_stale_temps
 from convsync.mirror.inbox import sha256_file
 from convsync.mirror.names import OutsideRoot, inside, safe_name, unique_name
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["download", "local_name_for", "plan_downloads", "remote_version", "remove_stale_temps"]
 
@@ -49,16 +53,38 @@ def local_name_for(file_ref: str, taken: Collection[str] = ()) -> str:
     return unique_name(safe_name(file_ref), taken, keep_extension=True)
 
 
-class _HashingWriter:
-    """Writes through to a file while hashing, so the download is read once."""
+class _HashingWriter(io.RawIOBase):
+    """Writes through to a file while hashing, so the download is read once.
+
+    The client rewinds to the start to retry a broken download: a seek to 0 starts the hash over.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
         self._out = out
         self.digest = hashlib.sha256()
 
-    def write(self, data: bytes) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
         self.digest.update(data)
         return self._out.write(data)
+
+    def tell(self) -> int:
+        return self._out.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise io.UnsupportedOperation("a hashed download can only start over")
+        self.digest = hashlib.sha256()
+        return self._out.seek(0)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._out.truncate(size)
 
 
 def download(
