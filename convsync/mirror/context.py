@@ -7,6 +7,7 @@ it into the state database for ``convsync status``, and appends one whole line p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -72,6 +73,12 @@ class Reporter:
         line = " ".join(text.split())
         if line == self._status:
             return
+        if self._status is None:  # first status of this process: the file may already say it
+            with contextlib.suppress(OSError):
+                if (self.folder / STATUS).read_text(encoding="utf-8").strip() == line:
+                    self._status = line
+                    self._state.set_activity(self._cid, line, self._problem)
+                    return
         self._status = line
         try:
             write_atomic(self.folder / STATUS, line + "\n", durable=False)

@@ -1,0 +1,124 @@
+"""The durable state database (convsync.mirror.state)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convsync.mirror.state import SCHEMA_VERSION, State, StateError, TranscriptEntry
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[State]:
+    s = State(tmp_path / "state" / "state.db")
+    yield s
+    s.close()
+
+
+def test_a_new_database_has_the_schema_version_and_wal(tmp_path: Path) -> None:
+    """The schema version is recorded and the journal is WAL (readers never block the daemon)."""
+    s = State(tmp_path / "state.db")
+    s.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_the_database_file_is_private(tmp_path: Path) -> None:
+    """The state holds prompts: only the user may read it."""
+    State(tmp_path / "state.db").close()
+    assert (tmp_path / "state.db").stat().st_mode & 0o077 == 0
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer convsync is not touched."""
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StateError, match="newer"):
+        State(tmp_path / "state.db")
+
+
+def test_the_outbox_keeps_order_and_survives_reopening(tmp_path: Path) -> None:
+    """Entries come back oldest first, after closing and reopening the database."""
+    s = State(tmp_path / "state.db")
+    s.enqueue("c1", "upload", "data.csv")
+    s.enqueue("c1", "prompt", "look at data.csv", "abc")
+    s.close()
+    s = State(tmp_path / "state.db")
+    pending = s.pending("c1")
+    assert [(e.kind, e.payload, e.barrier) for e in pending] == [
+        ("upload", "data.csv", False),
+        ("prompt", "look at data.csv", True),
+    ]
+    s.close()
+
+
+def test_the_first_send_attempt_records_the_baseline_for_good(state: State) -> None:
+    """Later attempts keep the baseline of the first, so an ambiguous first attempt can be found."""
+    seq = state.enqueue("c1", "prompt", "hi")
+    state.mark_sending(seq, ["m1", "m2"])
+    state.mark_sending(seq, ["m1", "m2", "m3"])
+    entry = state.outbox_entry(seq)
+    assert entry is not None
+    assert (entry.state, entry.attempts, entry.baseline) == ("sending", 2, ("m1", "m2"))
+
+
+def test_done_and_failed_entries_leave_the_queue(state: State) -> None:
+    """Only queued and sending entries count as pending."""
+    a = state.enqueue("c1", "prompt", "a")
+    b = state.enqueue("c1", "prompt", "b")
+    state.enqueue("c1", "prompt", "c")
+    state.mark_done(a)
+    state.mark_failed(b, "refused")
+    assert [e.payload for e in state.pending("c1")] == ["c"]
+    assert state.outbox_counts("c1").prompts == 1
+
+
+def test_bindings_keep_binding_order_and_reattach(state: State) -> None:
+    """Conversations list in binding order; binding a detached one again makes it active."""
+    state.bind_conversation("c2", "a", "Same", "Same")
+    state.bind_conversation("c1", "a", "Same (2)", "Same")
+    state.set_conversation_status("c2", "detached")
+    state.bind_conversation("c2", "a", "Same", "Same")
+    rows = state.conversations(agent_id="a")
+    assert [(r.id, r.status) for r in rows] == [("c2", "active"), ("c1", "active")]
+
+
+def test_commit_transcript_replaces_from_keep(state: State) -> None:
+    """Entries after ``keep`` are replaced by the new ones."""
+    state.commit_transcript("c1", 0, [TranscriptEntry("m1", "h1", 10), TranscriptEntry("m2", "h2", 20)])
+    state.commit_transcript("c1", 1, [TranscriptEntry("m3", "h3", 25)])
+    assert [(e.message_id, e.committed_offset) for e in state.transcript("c1")] == [("m1", 10), ("m3", 25)]
+
+
+def test_a_readonly_connection_reads_while_another_writes(tmp_path: Path) -> None:
+    """`convsync status` can read while the daemon writes."""
+    writer = State(tmp_path / "state.db")
+    writer.bind_conversation("c1", "a", "f", "n")
+    reader = State(tmp_path / "state.db", readonly=True)
+    assert [r.id for r in reader.conversations()] == ["c1"]
+    with pytest.raises(StateError):
+        reader.set_meta("x", "y")
+    reader.close()
+    writer.close()
+
+
+def test_threads_write_concurrently_without_losing_rows(state: State) -> None:
+    """Writes from several threads are serialised; every row arrives."""
+
+    def work(n: int) -> None:
+        for i in range(20):
+            state.enqueue(f"c{n}", "prompt", f"p{i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.outbox_counts().prompts == 80
