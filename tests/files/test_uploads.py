@@ -186,7 +186,7 @@ def test_a_file_written_slowly_is_uploaded_once_complete(conv: Conv) -> None:
             ready = tracker.scan(conv.inbox).ready
             if ready:
                 uploads.append(upload(conv.client, conv.aid, conv.cid, conv.folder, ready).moved)
-            return not path.exists()
+            return bool(uploads) and not path.exists()
 
         wait_until(step, timeout=15, interval=0.05, what="the slow file to be uploaded")
     finally:
