@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,11 +84,11 @@ class ScriptedAgent:
         self._offload = offload
 
     async def respond(self, conversation: ConversationRow, prompt: str) -> Reply:
-        command, _, rest = prompt.strip().partition(" ")
+        command, rest = _first_word(prompt.strip())
         handler = self._commands().get(command) if command.startswith("/") else None
         if handler is None:
             return self._echo(conversation, prompt)
-        return await handler(conversation, rest.strip())
+        return await handler(conversation, rest)
 
     def _commands(self) -> dict[str, Callable[[ConversationRow, str], Awaitable[Reply]]]:
         return {
@@ -185,7 +186,7 @@ class ScriptedAgent:
         self._store.add_frame(row, parquet)
 
     async def _write(self, conversation: ConversationRow, args: str) -> Reply:
-        name, _, text = args.partition(" ")
+        name, text = _first_word(args)
         thought = thought_part("Writing a file.")
         problem = file_ref_problem(name)
         if problem:
@@ -329,6 +330,13 @@ def _describe(row: FileRow) -> str:
 
 def _shape(shape: frames.FrameShape) -> str:
     return f"{shape.num_rows} rows x {len(shape.column_headers)} columns ({', '.join(shape.column_headers)})."
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    """The first word and the rest after the one whitespace character that ends it (kept verbatim)."""
+    match = re.match(r"(\S*)\s?(.*)", text, re.DOTALL)
+    assert match is not None
+    return match.group(1), match.group(2)
 
 
 def _split(args: str) -> list[str]:

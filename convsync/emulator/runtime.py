@@ -7,21 +7,67 @@ Everything here may be touched from the server's event-loop thread and from the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import queue
 import random
 import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from convsync.emulator.agent import ScriptedAgent
 from convsync.emulator.options import EmulatorOptions, FaultRule, FaultState, RequestRecord, StreamRecord
 from convsync.emulator.store import Store
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class WorkerPool(Executor):
+    """A fixed set of worker threads, all started up front and joined by ``shutdown``.
+
+    Unlike ``ThreadPoolExecutor``, no thread appears later in the middle of someone's test.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}") for i in range(workers)]
+        self._closed = False
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the worker pool is shut down")
+        future: Future[T] = Future()
+        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            with contextlib.suppress(queue.Empty):
+                while (job := self._jobs.get_nowait()) is not None:
+                    job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class FaultTable:
@@ -100,7 +146,7 @@ class Runtime:
         self.limiter = RateLimiter()
         self._requests: list[RequestRecord] = []
         self._stream_log: list[StreamRecord] = []
-        self.executor: ThreadPoolExecutor | None = None
+        self.executor: WorkerPool | None = None
         self.agent = ScriptedAgent(store, self.offload)
         # Event-loop-only state (touched from the server thread only).
         self.run_tasks: set[asyncio.Task[Any]] = set()

@@ -19,7 +19,6 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -34,7 +33,7 @@ from convsync.emulator.app import build_app
 from convsync.emulator.gateway import ADMIN_PREFIX, TRANSPORT_KEY
 from convsync.emulator.options import EmulatorOptions, FaultRule, FaultState, RequestRecord, StreamRecord
 from convsync.emulator.run import user_message
-from convsync.emulator.runtime import Runtime
+from convsync.emulator.runtime import Runtime, WorkerPool
 from convsync.emulator.store import Store
 
 EXIT_CANNOT_LISTEN = 75  # the CLI's TRANSIENT: the port is taken, trying again later may work
@@ -50,6 +49,9 @@ def _protocol_class(runtime: Runtime) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
             assert isinstance(transport, asyncio.Transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # asyncio skips this for sockets made without an explicit IPPROTO_TCP
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             runtime.transports.add(transport)
             inner = self.app
 
@@ -102,7 +104,8 @@ class EmulatorServer:
         if self._thread is not None:
             return self
         options = self._runtime.options
-        sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((options.host, self._port))
@@ -111,7 +114,7 @@ class EmulatorServer:
             sock.close()
             raise
         self._port = sock.getsockname()[1]
-        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-worker")
+        executor = WorkerPool(2, f"convsync-emulator-worker-{self._port}")
         self._runtime.executor = executor
         config = uvicorn.Config(
             build_app(self._runtime),
@@ -205,6 +208,11 @@ class EmulatorServer:
         return self._runtime.options
 
     @property
+    def state_dir(self) -> Path:
+        """Where the state lives: the ``data_dir``, or the temp dir that ``close()`` deletes."""
+        return self._store.root
+
+    @property
     def port(self) -> int:
         return self._port
 
@@ -253,6 +261,11 @@ class EmulatorServer:
     @property
     def faults(self) -> list[FaultState]:
         return self._runtime.faults.snapshot()
+
+    @property
+    def active_runs(self) -> int:
+        """Agent runs still going (streams in flight, or runs a cut stream let finish)."""
+        return len(self._runtime.run_tasks)
 
     @property
     def requests(self) -> list[RequestRecord]:
