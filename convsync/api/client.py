@@ -746,12 +746,22 @@ def _content_length(response: httpx.Response) -> int:
 
 # --- multipart upload ---------------------------------------------------------------------------------------
 
-_FORM_ESCAPES = {'"': "%22", "\r": "%0D", "\n": "%0A"}
-
-
 def _form_quote(value: str) -> str:
-    """A filename as HTML5 forms quote it: ``"``, CR and LF percent-encoded, other text as is (UTF-8)."""
-    return "".join(_FORM_ESCAPES.get(ch, ch) for ch in value)
+    """A filename as a quoted-string: ``\\`` and ``"`` backslash-escaped, control characters percent-encoded.
+
+    The server parses the header with python-multipart (Starlette), which undoes backslash escapes, so any
+    name round-trips exactly; HTML5's ``%22`` for a quote would arrive literally. Line breaks can't appear
+    raw in a header, so they (and other control characters) are percent-encoded like browsers do.
+    """
+    out = []
+    for ch in value:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append(f"%{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class _MultipartBody:

@@ -561,7 +561,7 @@ def test_upload_is_streamed_in_chunks_with_a_content_length(tmp_path: Path) -> N
 
 
 def test_upload_sends_repeated_files_fields_with_names_and_types(tmp_path: Path) -> None:
-    """Each file is a 'files' part with its filename (quotes escaped) and a guessed content type."""
+    """Each file is a 'files' part with its filename (quotes backslash-escaped) and a guessed content type."""
     (tmp_path / "a").write_bytes(b"1,2\n")
     (tmp_path / "b").write_bytes(b"{}")
     bodies: list[bytes] = []
@@ -574,7 +574,7 @@ def test_upload_sends_repeated_files_fields_with_names_and_types(tmp_path: Path)
     client.upload_files(AID, CID, [("a.csv", tmp_path / "a"), ('say "hi".json', tmp_path / "b")])
     body = bodies[0]
     assert b'name="files"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\n1,2\n\r\n' in body
-    assert b'name="files"; filename="say %22hi%22.json"\r\nContent-Type: application/json' in body
+    assert b'name="files"; filename="say \\"hi\\".json"\r\nContent-Type: application/json' in body
 
 
 def test_upload_of_a_file_that_grows_meanwhile_fails(tmp_path: Path) -> None:

@@ -76,9 +76,9 @@ def test_unknown_certificate_fails_once_with_a_fix(https_server: tuple[str, Path
     """A certificate nobody trusts raises TransientError naming the TLS fix, without retrying."""
     base, _ = https_server
     slept: list[float] = []
-    with AgentClient(base, KEY, rate_limit=None, sleep=slept.append) as client:
-        with pytest.raises(TransientError, match="TLS certificate verification failed") as info:
-            client.list_agents()
+    client = AgentClient(base, KEY, rate_limit=None, sleep=slept.append)
+    with client, pytest.raises(TransientError, match="TLS certificate verification failed") as info:
+        client.list_agents()
     assert slept == [] and KEY not in str(info.value)
 
 
