@@ -158,6 +158,7 @@ class Reconcile:
         self._scan: inbox.InboxScan | None = None
         self._sent = False
         self._prompt_started = False
+        self._fresh_messages: list[Message] | None = None
 
     # --- the pass -------------------------------------------------------------------------------------------
 
@@ -382,7 +383,9 @@ class Reconcile:
     def _send_prompt(self, entry: OutboxEntry) -> bool:
         """Send one prompt through the stream route; True when it reached the server (or was found there)."""
         client, state, report = self.ctx.client, self.ctx.state, self.ctx.report
-        messages = client.get_messages(self.aid, self.cid)
+        # The messages read after the previous reply of this pass are fresh enough; else ask the server.
+        messages = self._fresh_messages or client.get_messages(self.aid, self.cid)
+        self._fresh_messages = None
         self._sync_transcript(messages)  # messages from elsewhere go before our prompt
         if entry.state == "sending" and _delivered(entry, messages):
             state.mark_done(entry.seq)  # an earlier attempt reached the server after all: never send twice
@@ -418,6 +421,7 @@ class Reconcile:
             return True
         self.rt.touch()
         final = client.get_messages(self.aid, self.cid)
+        self._fresh_messages = final
         _observe_clock(self.ctx, entry, final, sent_at)
         if self._sync_transcript(final, live=True):
             self.rt.live_until = 0.0

@@ -6,11 +6,12 @@ has not changed for ``QUIET_SECONDS`` and no process holds it open for writing (
 
 How to take (``take``), so that text typed meanwhile is never lost:
 
-1. rename ``prompt.txt`` → ``.prompt.taking`` (same folder: atomic; a writer still holding the file keeps
-   writing into the taken file, which step 5 notices);
+1. exchange ``prompt.txt`` with a new empty ``.prompt.taking`` in one atomic step (Linux; elsewhere: rename
+   ``prompt.txt`` → ``.prompt.taking``). A writer still holding the file keeps writing into the taken file,
+   which step 5 notices; an editor saving by name writes the new ``prompt.txt``;
 2. read it; strip surrounding whitespace; an empty result is no prompt;
 3. store it in the outbox (committed to SQLite) together with the sha256 of the bytes read;
-4. create an empty ``prompt.txt`` only if none exists (``O_EXCL``: a save that raced us wins);
+4. (after a plain rename) create an empty ``prompt.txt`` only if none exists (``O_EXCL``: a racing save wins);
 5. if ``.prompt.taking`` grew meanwhile, the extra text becomes a further prompt; then unlink it.
 
 A ``.prompt.taking`` left by a crash is recovered first: already in the outbox (same hash as the newest
@@ -21,13 +22,18 @@ stored prompt) → deleted, else taken. Editor artefacts (``4913``, ``prompt.txt
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from convsync.mirror.atomic import write_atomic
 
@@ -122,12 +128,53 @@ def take(
     taking = folder / TAKING
     if taking.exists():
         stored += _finish_taking(folder, taking, store, is_stored, recovering=True)
-    try:
-        (folder / PROMPT).rename(taking)
-    except FileNotFoundError:
-        return stored
+    if not _swap_in_empty(folder / PROMPT, taking):
+        try:
+            (folder / PROMPT).rename(taking)
+        except FileNotFoundError:
+            return stored
     stored += _finish_taking(folder, taking, store, is_stored, recovering=False)
     return stored
+
+
+def _swap_in_empty(prompt: Path, taking: Path) -> bool:
+    """Exchange ``prompt`` with a new empty file in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so that
+    ``prompt.txt`` never goes missing, not even for a moment. False when the system or filesystem cannot
+    exchange (the caller then renames, and ``prompt.txt`` is recreated right after) or ``prompt`` is gone."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    os.close(os.open(taking, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    if renameat2(_AT_FDCWD, os.fsencode(prompt), _AT_FDCWD, os.fsencode(taking), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    taking.unlink(missing_ok=True)
+    if err == errno.ENOENT:
+        return False  # nothing to take; the caller's rename finds that out too
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(prompt))
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2`` (2.28+), or ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return cast(Callable[..., int], func)
 
 
 def _finish_taking(

@@ -178,3 +178,15 @@ def test_open_for_writing_sees_another_process_holding_the_file(tmp_path: Path) 
     finally:
         holder.communicate("")
     assert not open_for_writing(path)
+
+
+def test_prompt_txt_never_goes_missing_while_it_is_taken(tmp_path: Path) -> None:
+    """The file is swapped for an empty one in one step: at no moment is there no prompt.txt."""
+    (tmp_path / PROMPT).write_text("hello")
+    seen: list[bool] = []
+
+    def store(taken: Taken) -> None:
+        seen.append((tmp_path / PROMPT).exists())
+
+    take(tmp_path, store, lambda _: False)
+    assert seen == [True]
