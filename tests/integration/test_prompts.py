@@ -1,4 +1,4 @@
-"""prompt.txt → the server, exactly once and in order, whatever saved it (real watcher, emulator over HTTP)."""
+"""prompt.txt → the server, exactly once and in order, whatever saved it (real watcher, emulator)."""
 
 from __future__ import annotations
 
