@@ -332,15 +332,25 @@ class AgentClient:
         return _records(body)
 
     def download_data_frame_parquet(
-        self, aid: str, cid: str, name: str, out: BinaryIO, progress: Progress | None = None
+        self,
+        aid: str,
+        cid: str,
+        name: str,
+        out: BinaryIO,
+        progress: Progress | None = None,
+        *,
+        offset: int = 0,
+        limit: int = -1,
     ) -> int:
-        """Stream the whole frame as a Parquet file into ``out``; return the bytes written.
+        """Stream rows ``[offset : offset + limit]`` of the frame as Parquet into ``out``; return the bytes.
 
+        ``limit=-1`` asks for every row, but the server's slicer caps one answer at 100000 rows: a bigger
+        frame comes in pages (``offset``/``limit``), each a Parquet file of its own.
         A server with Parquet output switched off answers 422: that raises ``BadRequest`` with
         ``code == "unprocessable_entity"`` (status 422), so a caller can fall back to ``get_data_frame_rows``.
         """
         url = self._url("agents", aid, "conversations", cid, "data-frames", name)
-        params = _frame_params(0, -1, None, None, "parquet")
+        params = _frame_params(offset, limit, None, None, "parquet")
         return self._download(url, params, out, progress)
 
     # --- plumbing -------------------------------------------------------------------------------------------
