@@ -41,7 +41,7 @@ RSS_LIMIT_MIB = 100.0
 
 def child(base_url: str, aid: str, cid: str, source: Path, target: Path) -> int:
     """Upload ``source`` and download it to ``target`` with AgentClient; print timings as JSON."""
-    from convsync.api.client import AgentClient  # noqa: PLC0415 - only the child pays for the import
+    from convsync.api.client import AgentClient  # only the child pays for the import
 
     with AgentClient(base_url, os.environ["BENCH_API_KEY"], rate_limit=None) as client:
         started = time.perf_counter()
@@ -140,7 +140,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def emulator_process(data_dir: Path) -> Iterator[str]:
     """``convsync emulator`` on a free loopback port; yields its base URL once it answers."""
-    import httpx  # noqa: PLC0415 - the parent only
+    import httpx  # the parent only
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -209,9 +209,9 @@ def sha256_of(path: Path) -> str:
 
 def bench(size_mib: int, work: Path) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import harness as h  # noqa: PLC0415 - keeps the child process free of the harness's imports
+    import harness as h  # keeps the child free of the harness's imports
 
-    from convsync.api.client import AgentClient  # noqa: PLC0415
+    from convsync.api.client import AgentClient
 
     source = work / "source.bin"
     print(f"transfer bench: {size_mib} MiB, work dir {work}", flush=True)

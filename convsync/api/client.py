@@ -474,7 +474,8 @@ class AgentClient:
                     # The gateway refuses before forwarding: nothing was applied, any method may repeat.
                     retry_after = error.retry_after
                     if self._limiter is not None and retry_after:
-                        self._limiter.pause(retry_after)
+                        # Capped: threads asleep in the limiter can't be stopped, and the error says the rest.
+                        self._limiter.pause(min(retry_after, self._backoff.max_wait))
                 elif isinstance(error, TransientError):
                     maybe_applied = True
                     retry_after = retry_after_seconds(response.headers)
@@ -566,7 +567,7 @@ class AgentClient:
 
 def _tls_verify(verify: bool | str, use_truststore: bool) -> bool | ssl.SSLContext:
     if use_truststore:
-        import truststore  # noqa: PLC0415 - an optional extra, loaded only when asked for
+        import truststore  # an optional extra, loaded only when asked for
 
         context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if isinstance(verify, str):
