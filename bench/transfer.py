@@ -292,9 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
-    parser.add_argument(
-        "--child", nargs=5, metavar=("BASE", "AID", "CID", "SOURCE", "TARGET"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--child", nargs=5, metavar=("BASE", "AID", "CID", "SOURCE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         base, aid, cid, source, target = args.child

@@ -141,9 +141,7 @@ class AgentClient:
         """
         url = httpx.URL(base_url.strip())
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(
-                "the base URL must be an http(s) URL with a host, e.g. https://host/tenants/T/api/v2"
-            )
+            raise ValueError("the base URL must be an http(s) URL with a host, e.g. https://host/tenants/T/api/v2")
         if max_retries < 0:
             raise ValueError("max_retries must be 0 or more")
         self._origin = url.copy_with(raw_path=b"/", query=None, fragment=None, username=None, password=None)
@@ -231,9 +229,7 @@ class AgentClient:
         Blocks as long as the agent runs (up to ``run_timeout``). Never retried once it may have been sent.
         """
         url = self._url("agents", aid, "conversations", cid, "messages")
-        response = self._request(
-            "POST", url, json_body={"content": content}, safe=False, timeout=self._run_timeout
-        )
+        response = self._request("POST", url, json_body={"content": content}, safe=False, timeout=self._run_timeout)
         items = self._paginate(url, {}, first=_json(response))
         return [Message.from_wire(item) for item in items]
 
@@ -291,9 +287,7 @@ class AgentClient:
         )
         return [RemoteFile.from_wire(item) for item in self._paginate(url, {}, first=_json(response))]
 
-    def download_file(
-        self, aid: str, cid: str, file_ref: str, out: BinaryIO, progress: Progress | None = None
-    ) -> int:
+    def download_file(self, aid: str, cid: str, file_ref: str, out: BinaryIO, progress: Progress | None = None) -> int:
         """Stream the file's bytes into ``out``; return how many were written.
 
         If the connection breaks mid-body and ``out`` is seekable, ``out`` is rewound and truncated to where
@@ -398,9 +392,7 @@ class AgentClient:
             body = self._get_json(*self._next_page(url, params, token))
         raise ProtocolError(f"more than {MAX_PAGES} pages from {url.path}")
 
-    def _next_page(
-        self, url: httpx.URL, params: Mapping[str, str], token: str
-    ) -> tuple[httpx.URL, Mapping[str, str]]:
+    def _next_page(self, url: httpx.URL, params: Mapping[str, str], token: str) -> tuple[httpx.URL, Mapping[str, str]]:
         """Where the page after ``token`` is: a URL or path is followed, anything else is ``?next=token``."""
         if token.lower().startswith(("http://", "https://")):
             target = httpx.URL(token)
@@ -491,9 +483,7 @@ class AgentClient:
             self._sleep(delay)
             attempt += 1
 
-    def _download(
-        self, url: httpx.URL, params: Mapping[str, str], out: BinaryIO, progress: Progress | None
-    ) -> int:
+    def _download(self, url: httpx.URL, params: Mapping[str, str], out: BinaryIO, progress: Progress | None) -> int:
         start = out.tell() if out.seekable() else None
         target = self._with_params(url, params)
         attempt = 0
@@ -756,6 +746,7 @@ def _content_length(response: httpx.Response) -> int:
 
 
 # --- multipart upload ---------------------------------------------------------------------------------------
+
 
 def _form_quote(value: str) -> str:
     """A filename as a quoted-string: ``\\`` and ``"`` backslash-escaped, control characters percent-encoded.

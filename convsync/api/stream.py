@@ -325,9 +325,7 @@ class StreamAssembler:
         elif kind == "message_end":
             yield from self._end(message_id, payload.get("data"))
         elif kind == "thread_name_updated":
-            yield ThreadRenamed(
-                new_name=_text(payload.get("new_name")), old_name=_text(payload.get("old_name"))
-            )
+            yield ThreadRenamed(new_name=_text(payload.get("new_name")), old_name=_text(payload.get("old_name")))
         elif kind == "agent_error":
             error = payload.get("error")
             error = error if isinstance(error, dict) else {"message": error}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,6 +29,7 @@ from convsync.api.models import (
     ThoughtPart,
 )
 from convsync.api.retry import Backoff
+from convsync.api.stream import StreamAssembler, sse_events, sse_lines
 from convsync.emulator import EmulatorOptions, EmulatorServer, FaultRule
 from convsync.errors import (
     AuthError,
@@ -77,9 +80,7 @@ def cid(client: AgentClient, aid: str) -> str:
 def requests_to(emu: EmulatorServer, method: str, suffix: str, within: str = "") -> list[Any]:
     """The logged requests with this method whose path ends in ``suffix`` and contains ``within``."""
     return [
-        r
-        for r in list(emu.requests)
-        if r.method == method and r.path.rstrip("/").endswith(suffix) and within in r.path
+        r for r in list(emu.requests) if r.method == method and r.path.rstrip("/").endswith(suffix) and within in r.path
     ]
 
 
@@ -151,9 +152,7 @@ def test_second_delete_is_not_found(client: AgentClient, aid: str, cid: str) -> 
         client.delete_conversation(aid, cid)
 
 
-def test_delete_whose_answer_was_lost_still_succeeds(
-    client: AgentClient, clean: EmulatorServer, aid: str
-) -> None:
+def test_delete_whose_answer_was_lost_still_succeeds(client: AgentClient, clean: EmulatorServer, aid: str) -> None:
     """A DELETE applied by the server whose answer is cut by a reset is retried, finds 404 and succeeds."""
     conv = client.create_conversation(aid, "to delete")
     clean.set_faults([FaultRule(method="DELETE", path=r"/conversations/", reset=True, after=True, count=1)])
@@ -214,6 +213,26 @@ def test_stream_reconstruction_equals_message_end(client: AgentClient, aid: str,
     assert (stored.message_id, stored.text) == (final.message_id, final.text)
 
 
+def test_raw_stream_deltas_rebuild_message_end_exactly(clean: EmulatorServer, aid: str, cid: str) -> None:
+    """The raw SSE bytes use CRLF framing, and applying their deltas yields message_end's data, part by part."""
+    url = f"{clean.base_url}/agents/{aid}/conversations/{cid}/stream"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    raw = httpx.post(url, json={"content": "rebuild me"}, headers=headers, timeout=30).content
+    assert b"\r\n\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
+    assembler = StreamAssembler()
+    ends: dict[str, Any] = {}
+    for event in sse_events(sse_lines([raw])):
+        payload = json.loads(event.data)
+        if payload.get("event_type") == "message_end":
+            ends[payload["message_id"]] = payload["data"]
+        list(assembler.feed(event))
+    assert assembler.finished and ends
+    for message_id, final in ends.items():
+        rebuilt = assembler.messages[message_id]
+        assert rebuilt["content"] == final["content"]
+        assert {k: rebuilt[k] for k in ("role", "complete")} == {k: final[k] for k in ("role", "complete")}
+
+
 def test_stream_agent_error_is_reported_then_finished(client: AgentClient, aid: str, cid: str) -> None:
     """/fail makes the agent fail: AgentFailed arrives, then StreamFinished."""
     events = list(client.stream_message(aid, cid, "/fail"))
@@ -221,9 +240,7 @@ def test_stream_agent_error_is_reported_then_finished(client: AgentClient, aid: 
     assert failed and isinstance(events[-1], StreamFinished)
 
 
-def test_stream_cut_raises_stream_interrupted(
-    client: AgentClient, clean: EmulatorServer, aid: str, cid: str
-) -> None:
+def test_stream_cut_raises_stream_interrupted(client: AgentClient, clean: EmulatorServer, aid: str, cid: str) -> None:
     """A stream the server cuts after a few events raises StreamInterrupted, and is not re-sent."""
     clean.set_faults([FaultRule(method="POST", path=r"/stream$", stream_cut_after=3, count=1)])
     seen: list[Any] = []
@@ -242,9 +259,7 @@ def test_closing_a_stream_early_ends_the_request(
     assert isinstance(next(events), StreamStarted)
     events.close()  # type: ignore[attr-defined]
     # The emulator logs a request when its handler ends: here, long before the 10 s reply would have.
-    wait_until(
-        lambda: requests_to(clean, "POST", "/stream", cid), timeout=5, what="the server to end the stream"
-    )
+    wait_until(lambda: requests_to(clean, "POST", "/stream", cid), timeout=5, what="the server to end the stream")
 
 
 def test_stream_to_unknown_conversation_is_not_found(client: AgentClient, aid: str) -> None:
@@ -276,9 +291,7 @@ def test_upload_list_download_round_trip(
     assert hashlib.sha256(out.getvalue()).hexdigest() == digest
 
 
-def test_upload_of_several_files_and_odd_names(
-    client: AgentClient, aid: str, cid: str, tmp_path: Path
-) -> None:
+def test_upload_of_several_files_and_odd_names(client: AgentClient, aid: str, cid: str, tmp_path: Path) -> None:
     """Several files go in one request; names with spaces, quotes and non-ASCII survive."""
     names = ["a b.csv", 'q"uote.txt', "résumé.md"]
     for i, name in enumerate(names):
@@ -375,9 +388,7 @@ def test_list_data_frames_with_samples(client: AgentClient, aid: str, cid: str, 
 
 def test_frame_rows_sorted_sliced_and_selected(client: AgentClient, aid: str, cid: str, frame: str) -> None:
     """order_by '-n', column_names and offset/limit shape the records the server returns."""
-    rows = client.get_data_frame_rows(
-        aid, cid, frame, offset=1, limit=3, column_names=["n", "total"], order_by="-n"
-    )
+    rows = client.get_data_frame_rows(aid, cid, frame, offset=1, limit=3, column_names=["n", "total"], order_by="-n")
     assert rows == [{"n": 8, "total": 80}, {"n": 7, "total": 70}, {"n": 6, "total": 60}]
 
 
@@ -453,9 +464,7 @@ def test_get_retries_through_a_connection_reset(client: AgentClient, clean: Emul
     assert client.list_agents()
 
 
-def test_post_is_not_retried_after_a_reset(
-    client: AgentClient, clean: EmulatorServer, aid: str, cid: str
-) -> None:
+def test_post_is_not_retried_after_a_reset(client: AgentClient, clean: EmulatorServer, aid: str, cid: str) -> None:
     """A reset after the server handled a POST raises TransientError and the message exists exactly once."""
     clean.set_faults([FaultRule(method="POST", path=r"/messages$", reset=True, after=True, count=1)])
     with pytest.raises(TransientError):
@@ -474,20 +483,14 @@ def test_post_is_not_retried_after_a_5xx(client: AgentClient, clean: EmulatorSer
 def test_gateway_429_is_retried_after_its_wait(client: AgentClient, clean: EmulatorServer, aid: str) -> None:
     """A 429 with Retry-After is retried (even for POST) and the call succeeds."""
     clean.set_faults(
-        [
-            FaultRule(
-                method="POST", path=r"/conversations$", status=429, body="gateway", retry_after=0.2, count=1
-            )
-        ]
+        [FaultRule(method="POST", path=r"/conversations$", status=429, body="gateway", retry_after=0.2, count=1)]
     )
     assert client.create_conversation(aid, "after 429").name == "after 429"
 
 
 def test_429_without_retries_is_rate_limited(clean: EmulatorServer) -> None:
     """With max_retries=0 a 429 raises RateLimited carrying Retry-After."""
-    clean.set_faults(
-        [FaultRule(method="GET", path=r"/agents$", status=429, body="gateway", retry_after=3, count=1)]
-    )
+    clean.set_faults([FaultRule(method="GET", path=r"/agents$", status=429, body="gateway", retry_after=3, count=1)])
     with (
         AgentClient(clean.base_url, KEY, rate_limit=None, max_retries=0) as client,
         pytest.raises(RateLimited) as info,
@@ -531,9 +534,7 @@ def test_connection_refused_is_transient() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with (
-        AgentClient(
-            f"http://127.0.0.1:{port}/api/v2", KEY, rate_limit=None, max_retries=1, backoff=FAST
-        ) as client,
+        AgentClient(f"http://127.0.0.1:{port}/api/v2", KEY, rate_limit=None, max_retries=1, backoff=FAST) as client,
         pytest.raises(TransientError) as info,
     ):
         client.list_agents()

@@ -145,9 +145,7 @@ def test_url_pagination_follows_an_absolute_url_on_the_same_server() -> None:
 
 def test_url_pagination_resolves_server_paths_and_base_relative_paths() -> None:
     """A next path under the base path is taken from the origin; another path is relative to the base."""
-    rec = Recorder(
-        page([AGENT], "/tenants/demo/api/v2/agents?cursor=2"), page([AGENT], "/agents?cursor=3"), page([])
-    )
+    rec = Recorder(page([AGENT], "/tenants/demo/api/v2/agents?cursor=2"), page([AGENT], "/agents?cursor=3"), page([]))
     client, _ = client_for(rec)
     client.list_agents()
     assert rec.urls[1:] == [f"{BASE}/agents?cursor=2", f"{BASE}/agents?cursor=3"]
@@ -269,9 +267,7 @@ def test_wrong_shape_on_200_is_a_protocol_error() -> None:
 
 def test_429_becomes_rate_limited_with_retry_after() -> None:
     """A 429 without retries left raises RateLimited with the server's Retry-After."""
-    answer = envelope(
-        429, "rate_limit_exceeded", "Too many requests", error_id=None, headers={"Retry-After": "7"}
-    )
+    answer = envelope(429, "rate_limit_exceeded", "Too many requests", error_id=None, headers={"Retry-After": "7"})
     client, _ = client_for(Recorder(answer), max_retries=0)
     with pytest.raises(RateLimited) as info:
         client.list_agents()
@@ -280,9 +276,7 @@ def test_429_becomes_rate_limited_with_retry_after() -> None:
 
 def test_429_with_ratelimit_draft_header_gives_retry_after() -> None:
     """express-rate-limit's draft-8 RateLimit header yields the wait when Retry-After is absent."""
-    answer = envelope(
-        429, "rate_limit_exceeded", "Too many", error_id=None, headers={"RateLimit": '"p";r=0;t=4'}
-    )
+    answer = envelope(429, "rate_limit_exceeded", "Too many", error_id=None, headers={"RateLimit": '"p";r=0;t=4'})
     client, _ = client_for(Recorder(answer), max_retries=0)
     with pytest.raises(RateLimited) as info:
         client.list_agents()
@@ -352,9 +346,7 @@ def test_post_is_not_retried_after_a_read_timeout() -> None:
 
 def test_post_is_retried_when_the_connection_never_opened() -> None:
     """ConnectError means nothing was sent, so even a POST is tried again."""
-    rec = Recorder(
-        httpx.ConnectError("refused"), httpx.Response(200, json={"id": CID, "name": "x", "agent_id": AID})
-    )
+    rec = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json={"id": CID, "name": "x", "agent_id": AID}))
     client, _ = client_for(rec)
     assert client.create_conversation(AID, "x").id == CID
     assert len(rec.requests) == 2
@@ -428,9 +420,7 @@ def test_timeouts_per_kind_of_call() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen[request.url.path.rsplit("/", 1)[-1]] = request.extensions["timeout"]
         if request.url.path.endswith("/stream"):
-            return httpx.Response(
-                200, text='event: agent_event\r\ndata: {"event_type": "agent_finished"}\r\n\r\n'
-            )
+            return httpx.Response(200, text='event: agent_event\r\ndata: {"event_type": "agent_finished"}\r\n\r\n')
         return page([])
 
     client, _ = client_for(handler, timeout=30.0, run_timeout=None, stream_idle_timeout=120.0)
@@ -623,9 +613,7 @@ def test_frame_rows_pass_slicing_parameters() -> None:
     """offset, limit, column_names (comma-joined) and order_by go out as query parameters."""
     rec = Recorder(httpx.Response(200, json=[{"a": 1}]))
     client, _ = client_for(rec)
-    rows = client.get_data_frame_rows(
-        AID, CID, "sales", offset=5, limit=10, column_names=["a", "b"], order_by="-a"
-    )
+    rows = client.get_data_frame_rows(AID, CID, "sales", offset=5, limit=10, column_names=["a", "b"], order_by="-a")
     assert rows == [{"a": 1}]
     assert dict(rec.requests[0].url.params) == {
         "offset": "5",

@@ -108,9 +108,7 @@ def transcript(eol: str = "\r\n", *, finished: bool = True, ping: bool = True) -
         ),
     ]
     if finished:
-        events.append(
-            ("agent_event", {"event_type": "agent_finished", "run_id": "run-1", "thread_id": "t-1"})
-        )
+        events.append(("agent_event", {"event_type": "agent_finished", "run_id": "run-1", "thread_id": "t-1"}))
     body = ""
     for i, (name, payload) in enumerate(events):
         if ping and i == 3:
