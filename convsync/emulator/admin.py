@@ -90,10 +90,7 @@ def admin_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure 
 
     @router.get("/faults")
     async def faults() -> Any:
-        return [
-            {"rule": asdict(s.rule), "hits": s.hits, "exhausted": s.exhausted}
-            for s in runtime.faults.snapshot()
-        ]
+        return [{"rule": asdict(s.rule), "hits": s.hits, "exhausted": s.exhausted} for s in runtime.faults.snapshot()]
 
     @router.put("/faults")
     async def set_faults(request: Request) -> Any:

@@ -138,12 +138,8 @@ class ScriptedAgent:
         except frames.FrameSourceError as exc:
             target.unlink(missing_ok=True)
             return Reply((thought, text_part(f"Could not create a data frame: {exc}")))
-        self._add_frame(
-            conversation, name=name, shape=shape, parquet=target, source=source, input_id_type="file"
-        )
-        return Reply(
-            (thought, text_part(f"Created data frame `{name}` from {source.file_ref}: " + _shape(shape)))
-        )
+        self._add_frame(conversation, name=name, shape=shape, parquet=target, source=source, input_id_type="file")
+        return Reply((thought, text_part(f"Created data frame `{name}` from {source.file_ref}: " + _shape(shape))))
 
     async def _bigframe(self, conversation: ConversationRow, args: str) -> Reply:
         words = _split(args)
@@ -156,9 +152,7 @@ class ScriptedAgent:
             return Reply((thought, text_part("Rows must be >= 0 and columns >= 1.")))
         target = self._store.temp_path(".parquet")
         shape = await self._offload(lambda: frames.synthesize(target, rows, columns))
-        self._add_frame(
-            conversation, name=name, shape=shape, parquet=target, source=None, input_id_type="in_memory"
-        )
+        self._add_frame(conversation, name=name, shape=shape, parquet=target, source=None, input_id_type="in_memory")
         return Reply((thought, text_part(f"Created data frame `{name}`: " + _shape(shape))))
 
     def _add_frame(
@@ -221,9 +215,7 @@ class ScriptedAgent:
         try:
             count, delay_ms = int(words[0]), float(words[1])
         except (IndexError, ValueError):
-            return Reply(
-                (thought_part("Reading the request."), text_part("Usage: /slow <chunks> <delay_ms>"))
-            )
+            return Reply((thought_part("Reading the request."), text_part("Usage: /slow <chunks> <delay_ms>")))
         count = max(count, 1)
         chunks = tuple(f"Part {i + 1} of {count}. " for i in range(count))
         return Reply(
@@ -307,9 +299,7 @@ class ScriptedAgent:
         if not args:
             return Reply((thought, text_part("Usage: /rename <name>")))
         self._store.rename_conversation(conversation.id, args)
-        return Reply(
-            (thought, text_part(f"Renamed the conversation to {args}.")), rename=(conversation.name, args)
-        )
+        return Reply((thought, text_part(f"Renamed the conversation to {args}.")), rename=(conversation.name, args))
 
 
 def auto_title(prompt: str) -> str:

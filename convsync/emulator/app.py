@@ -107,10 +107,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def validation_message(errors: Any) -> str:
     """``"Request validation failed: body -> content: Field required"``; several joined by ``"; "``."""
-    parts = [
-        " -> ".join(str(p) for p in error.get("loc", ())) + ": " + str(error.get("msg", ""))
-        for error in errors
-    ]
+    parts = [" -> ".join(str(p) for p in error.get("loc", ())) + ": " + str(error.get("msg", "")) for error in errors]
     return "Request validation failed: " + "; ".join(parts)
 
 
@@ -232,9 +229,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
             chunk_delay=options.chunk_delay,
         )
         detach = bool(request.scope.get(DETACH_KEY))
-        return EventSourceResponse(
-            _sse_events(runtime, run, cid, detach), ping=options.ping_interval, sep="\r\n"
-        )
+        return EventSourceResponse(_sse_events(runtime, run, cid, detach), ping=options.ping_interval, sep="\r\n")
 
     @router.get("/agents/{aid}/conversations/{cid}/files", name="list_files")
     async def list_files(aid: str, cid: str) -> Any:
@@ -264,8 +259,10 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
         conversation_or_404(aid, cid)
         result = []
         for frame in store.frames(cid):
-            path = store.frame_path(cid, frame.data_frame_id)
-            samples = await runtime.offload(partial(frames.sample_rows, path, num_samples))
+            samples: list[list[Any]] = []
+            if num_samples != 0:
+                path = store.frame_path(cid, frame.data_frame_id)
+                samples = await runtime.offload(partial(frames.sample_rows, path, num_samples))
             result.append(frame.to_wire(samples))
         return result
 
@@ -283,9 +280,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
         formats = ("json", "parquet") if runtime.options.parquet_output else ("json",)
         if output_format not in formats:
             allowed = " or ".join(f"'{f}'" for f in formats)
-            raise ApiFault(
-                422, f"Request validation failed: query -> output_format: Input should be {allowed}"
-            )
+            raise ApiFault(422, f"Request validation failed: query -> output_format: Input should be {allowed}")
         conversation_or_404(aid, cid)
         frame = store.frame(cid, data_frame_name)
         if frame is None:
@@ -321,9 +316,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
     return router
 
 
-async def _sse_events(
-    runtime: Runtime, run: AgentRun, cid: str, detach: bool
-) -> AsyncIterator[ServerSentEvent]:
+async def _sse_events(runtime: Runtime, run: AgentRun, cid: str, detach: bool) -> AsyncIterator[ServerSentEvent]:
     """Relays a run that lives in its own task: a client that goes away cancels it (unless ``detach``)."""
     queue: asyncio.Queue[Emitted | None] = asyncio.Queue()
 

@@ -91,9 +91,9 @@ def sample_rows(path: Path, num_samples: int) -> list[list[Any]]:
         return []
     parquet = pq.ParquetFile(path)
     if num_samples > 0:
-        table = pa.Table.from_batches(
-            list(_first_batches(parquet, num_samples)), schema=parquet.schema_arrow
-        ).slice(0, num_samples)
+        table = pa.Table.from_batches(list(_first_batches(parquet, num_samples)), schema=parquet.schema_arrow).slice(
+            0, num_samples
+        )
     else:
         table = parquet.read()
     columns = [[_jsonable(v) for v in column.to_pylist()] for column in table.columns]
@@ -142,9 +142,7 @@ def _match_columns(available: Sequence[str], wanted: Sequence[str]) -> list[str]
         by_lower.setdefault(name.lower(), name)
     missing = [name for name in wanted if name.lower() not in by_lower]
     if missing:
-        raise ColumnsNotFound(
-            f"Columns not found: {', '.join(missing)}. Available columns: {', '.join(available)}"
-        )
+        raise ColumnsNotFound(f"Columns not found: {', '.join(missing)}. Available columns: {', '.join(available)}")
     return [by_lower[name.lower()] for name in wanted]
 
 

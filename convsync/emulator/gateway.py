@@ -95,9 +95,7 @@ class Gateway:
                 )
             )
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, route: str | None, notes: list[str]
-    ) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, route: str | None, notes: list[str]) -> None:
         options = self.runtime.options
         rule = self.runtime.faults.pick(scope["method"], scope["path"], route)
         if rule is not None and rule.latency > 0:
@@ -127,9 +125,7 @@ class Gateway:
             ]
             if not allowed:
                 notes.append("rate limited")
-                body = wire.gateway_envelope(
-                    "rate_limit_exceeded", "Too many requests, please try again later"
-                )
+                body = wire.gateway_envelope("rate_limit_exceeded", "Too many requests, please try again later")
                 await send_json(send, 429, body, [*limit_headers, (b"retry-after", str(reset).encode())])
                 return
         if is_api and options.auth:
@@ -238,9 +234,7 @@ def _auth_problem(scope: Scope, api_key: str | None) -> str | None:
     return None
 
 
-async def send_json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send_bytes(send, status, wire.compact_json(body), b"application/json", headers or [])
 
 

@@ -128,8 +128,7 @@ def _validated(receiver: _Receiver) -> list[StagedFile]:
     if receiver.form_fields:
         raise ApiFault(
             422,
-            "Request validation failed: body -> files -> 0: "
-            "Value error, Expected UploadFile, received: <class 'str'>",
+            "Request validation failed: body -> files -> 0: Value error, Expected UploadFile, received: <class 'str'>",
         )
     if not receiver.parts:
         raise ApiFault(422, "Request validation failed: body -> files: Field required")
@@ -144,9 +143,7 @@ def _validated(receiver: _Receiver) -> list[StagedFile]:
             raise ApiFault(400, problem)
         seen.add(part.filename)
         staged.append(
-            StagedFile(
-                part.filename, part.staged.path, part.digest.hexdigest(), part.size, guess_mime(part.filename)
-            )
+            StagedFile(part.filename, part.staged.path, part.digest.hexdigest(), part.size, guess_mime(part.filename))
         )
     return staged
 

@@ -94,9 +94,7 @@ class AgentRun:
         if reply.error is not None:
             code = "unexpected" if self.crashed else FAILED_ON_PURPOSE
             error = {"error_id": wire.new_id(), "code": code, "message": reply.error}
-            yield Emitted(
-                AGENT_EVENT, self._base("agent_error") | self._ids() | {"error": error, "context": {}}
-            )
+            yield Emitted(AGENT_EVENT, self._base("agent_error") | self._ids() | {"error": error, "context": {}})
         elif reply.parts:
             async for emitted in self._message(reply.parts):
                 yield emitted
@@ -130,18 +128,13 @@ class AgentRun:
         ids = {"thread_id": self._conversation.id, "agent_id": self._conversation.agent_id}
         yield Emitted(
             AGENT_EVENT,
-            self._base("message_begin")
-            | {"sequence_number": 0, "message_id": message_id}
-            | ids
-            | {"data": {}},
+            self._base("message_begin") | {"sequence_number": 0, "message_id": message_id} | ids | {"data": {}},
         )
         # The first diff of a message adds every top-level key; the first part rides inside /content.
         first_pieces = self._pieces(parts[0])
         yield content("add", "/message_id", message_id)
         yield content("add", "/role", "agent")
-        yield content(
-            "add", "/content", [_opening(parts[0], first_pieces[0])], _text_of(parts[0], first_pieces[0])
-        )
+        yield content("add", "/content", [_opening(parts[0], first_pieces[0])], _text_of(parts[0], first_pieces[0]))
         yield content("add", "/created_at", wire.DELTA_EPOCH)
         yield content("add", "/agent_metadata", {})
         yield content("add", "/server_metadata", {})
@@ -152,14 +145,10 @@ class AgentRun:
             delay = self._chunk_delay if part.delay is None else part.delay
             if index > 0:
                 await _pause(delay)
-                yield content(
-                    "add", f"/content/{index}", _opening(part, pieces[0]), _text_of(part, pieces[0])
-                )
+                yield content("add", f"/content/{index}", _opening(part, pieces[0]), _text_of(part, pieces[0]))
             for piece in pieces[1:]:
                 await _pause(delay)
-                yield content(
-                    "concat_string", f"/content/{index}/{part.stream_key}", piece, _text_of(part, piece)
-                )
+                yield content("concat_string", f"/content/{index}/{part.stream_key}", piece, _text_of(part, piece))
             for key in part.initial:
                 yield content("replace", f"/content/{index}/{key}", part.body[key])
             yield content("replace", f"/content/{index}/complete", True)
@@ -182,14 +171,9 @@ class AgentRun:
         sequence += 1
         yield Emitted(
             AGENT_EVENT,
-            self._base("message_end")
-            | {"sequence_number": sequence, "message_id": message_id}
-            | ids
-            | {"data": data},
+            self._base("message_end") | {"sequence_number": sequence, "message_id": message_id} | ids | {"data": data},
         )
-        self._store.add_message(
-            self._conversation.id, _committed(final, message_id, created, updated, self.run_id)
-        )
+        self._store.add_message(self._conversation.id, _committed(final, message_id, created, updated, self.run_id))
 
     def _pieces(self, part: Part) -> tuple[str, ...]:
         if part.stream_key is None:

@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import replace
@@ -25,6 +26,8 @@ from convsync.emulator.store import Store
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+LOG_LIMIT = 200_000  # records kept in the request log and in the stream log each
 
 
 class WorkerPool(Executor):
@@ -144,8 +147,9 @@ class Runtime:
         self.store = store
         self.faults = FaultTable(options.faults, options.seed)
         self.limiter = RateLimiter()
-        self._requests: list[RequestRecord] = []
-        self._stream_log: list[StreamRecord] = []
+        # Bounded, so an emulator serving a long benchmark does not grow without end.
+        self._requests: deque[RequestRecord] = deque(maxlen=LOG_LIMIT)
+        self._stream_log: deque[StreamRecord] = deque(maxlen=LOG_LIMIT)
         self.executor: WorkerPool | None = None
         self.agent = ScriptedAgent(store, self.offload)
         # Event-loop-only state (touched from the server thread only).

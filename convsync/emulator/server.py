@@ -129,9 +129,7 @@ class EmulatorServer:
         server = uvicorn.Server(config)
         self._server = server
         self._failure = None
-        self._thread = threading.Thread(
-            target=self._serve, args=(server, sock), name=f"convsync-emulator-{self._port}"
-        )
+        self._thread = threading.Thread(target=self._serve, args=(server, sock), name=f"convsync-emulator-{self._port}")
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT
         while not server.started:
@@ -289,9 +287,7 @@ class EmulatorServer:
                 return agent.id
         raise KeyError(f"no agent named {name!r}")
 
-    def add_agent(
-        self, name: str, mode: str = "conversational", *, description: str = "", hidden: bool = False
-    ) -> str:
+    def add_agent(self, name: str, mode: str = "conversational", *, description: str = "", hidden: bool = False) -> str:
         if mode not in ("conversational", "worker"):
             raise ValueError(f"mode must be 'conversational' or 'worker', got {mode!r}")
         return self._store.add_agent(name, mode=mode, description=description, hidden=hidden).id
@@ -369,9 +365,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         try:
             emulator.start()
         except OSError as exc:
-            print(
-                f"convsync emulator: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr
-            )
+            print(f"convsync emulator: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr)
             return EXIT_CANNOT_LISTEN
         key_note = "" if options.api_key else " (any key starting with s4w_ is accepted)"
         print(f"Agent API emulator serving at {emulator.base_url}")

@@ -215,9 +215,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=OFF")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(
-                f"{root}: emulator state has schema version {version}, expected {SCHEMA_VERSION}"
-            )
+            raise RuntimeError(f"{root}: emulator state has schema version {version}, expected {SCHEMA_VERSION}")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         # Leftovers of uploads that were in progress when the emulator stopped.
@@ -251,8 +249,7 @@ class Store:
         row = AgentRow(agent_id or wire.new_id(), name, description, mode, hidden, wire.now())
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO agents (id, name, description, mode, hidden, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO agents (id, name, description, mode, hidden, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (row.id, name, description, mode, int(hidden), row.created_at.isoformat()),
             )
         return row
@@ -271,8 +268,7 @@ class Store:
         row = ConversationRow(wire.new_id(), agent_id, name, bool(name), wire.now())
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO conversations (id, agent_id, name, user_named, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO conversations (id, agent_id, name, user_named, created_at) VALUES (?, ?, ?, ?, ?)",
                 (row.id, agent_id, name, int(row.user_named), row.created_at.isoformat()),
             )
         return row
@@ -309,9 +305,7 @@ class Store:
             )
 
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        rows = self._query(
-            "SELECT body FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,)
-        )
+        rows = self._query("SELECT body FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
         return [json.loads(r["body"]) for r in rows]
 
     def message_count(self, conversation_id: str) -> int:
@@ -392,9 +386,7 @@ class Store:
         return [_frame(r) for r in rows]
 
     def frame(self, conversation_id: str, name: str) -> FrameRow | None:
-        rows = self._query(
-            "SELECT * FROM frames WHERE conversation_id = ? AND name = ?", (conversation_id, name)
-        )
+        rows = self._query("SELECT * FROM frames WHERE conversation_id = ? AND name = ?", (conversation_id, name))
         return _frame(rows[0]) if rows else None
 
     def add_frame(self, frame: FrameRow, parquet: Path) -> None:
@@ -439,9 +431,7 @@ def _agent(r: sqlite3.Row) -> AgentRow:
 
 
 def _conversation(r: sqlite3.Row) -> ConversationRow:
-    return ConversationRow(
-        r["id"], r["agent_id"], r["name"], bool(r["user_named"]), wire.parse_time(r["created_at"])
-    )
+    return ConversationRow(r["id"], r["agent_id"], r["name"], bool(r["user_named"]), wire.parse_time(r["created_at"]))
 
 
 def _file(r: sqlite3.Row) -> FileRow:

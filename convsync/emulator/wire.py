@@ -31,9 +31,7 @@ ERROR_CODES: dict[int, str] = {
 
 DELTA_EPOCH = "1970-01-01T00:00:00+00:00"  # current servers normalise message timestamps inside deltas
 
-_TIMESTAMP_KEYS = frozenset(
-    {"created_at", "updated_at", "discovered_at", "pending_at", "started_at", "ended_at"}
-)
+_TIMESTAMP_KEYS = frozenset({"created_at", "updated_at", "discovered_at", "pending_at", "started_at", "ended_at"})
 
 
 class ApiFault(Exception):

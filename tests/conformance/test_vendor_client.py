@@ -86,9 +86,7 @@ def emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def client(emulator: EmulatorServer) -> Iterator[AuthenticatedClient]:
-    vendor = AuthenticatedClient(
-        base_url=emulator.base_url, token=emulator.api_key, raise_on_unexpected_status=True
-    )
+    vendor = AuthenticatedClient(base_url=emulator.base_url, token=emulator.api_key, raise_on_unexpected_status=True)
     with vendor:
         yield vendor
 
@@ -146,9 +144,7 @@ def test_missing_agent_parses_as_error_envelope(client: AuthenticatedClient) -> 
 
 def test_create_conversation(client: AuthenticatedClient, aid: str) -> None:
     """create_conversation answers 200 and parses as Conversation."""
-    response = create_conversation.sync_detailed(
-        aid, client=client, body=CreateChatRequest(name="Made by vendor")
-    )
+    response = create_conversation.sync_detailed(aid, client=client, body=CreateChatRequest(name="Made by vendor"))
     assert response.status_code == HTTPStatus.OK
     assert isinstance(response.parsed, Conversation) and response.parsed.name == "Made by vendor"
 
@@ -179,9 +175,7 @@ def test_sync_post_and_messages(client: AuthenticatedClient, aid: str, cid: str)
     assert text.text == "You said: What is the weather?"
     listed = list_messages.sync(aid, cid, client=client)
     assert isinstance(listed, PaginatedResponse)
-    assert [ThreadMessage.from_dict(item).message_id for item in listed.data] == [
-        m.message_id for m in messages
-    ]
+    assert [ThreadMessage.from_dict(item).message_id for item in listed.data] == [m.message_id for m in messages]
 
 
 def test_rich_parts_parse(client: AuthenticatedClient, aid: str, cid: str) -> None:
@@ -226,9 +220,7 @@ def test_list_data_frames(client: AuthenticatedClient, aid: str, cid: str, frame
     assert isinstance(frames, list)
     [item] = frames
     assert isinstance(item, DataFrameCreationAPI)
-    assert (
-        item.name == frame and item.column_headers == ["city", "temp"] and item.sample_rows == [["Oslo", 21]]
-    )
+    assert item.name == frame and item.column_headers == ["city", "temp"] and item.sample_rows == [["Oslo", 21]]
 
 
 def test_data_frame_as_json(client: AuthenticatedClient, aid: str, cid: str, frame: str) -> None:
@@ -246,16 +238,12 @@ def test_data_frame_as_parquet(client: AuthenticatedClient, aid: str, cid: str, 
     assert table.to_pylist() == [{"city": "Oslo", "temp": 21}, {"city": "Lima", "temp": 18}]
 
 
-def test_stream_route_answers_sse_the_client_cannot_parse(
-    client: AuthenticatedClient, aid: str, cid: str
-) -> None:
+def test_stream_route_answers_sse_the_client_cannot_parse(client: AuthenticatedClient, aid: str, cid: str) -> None:
     """The generated stream function is unusable (it JSON-decodes SSE); its request gets a valid stream."""
     kwargs = stream_message._get_kwargs(aid, cid, body=ChatMessageRequest(content="hello"))
     response = client.get_httpx_client().request(**kwargs)
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [
-        json.loads(line[len("data: ") :]) for line in response.text.split("\r\n") if line.startswith("data: ")
-    ]
+    events = [json.loads(line[len("data: ") :]) for line in response.text.split("\r\n") if line.startswith("data: ")]
     final = next(e for e in events if e["event_type"] == "message_end")["data"]
     message = ThreadMessage.from_dict(final)
     assert [type(part).__name__ for part in message.content] == ["ThreadThoughtContent", "ThreadTextContent"]

@@ -30,10 +30,7 @@ def test_echo_mentions_the_conversation_files(api: httpx.Client, conv: str) -> N
 def test_files_command_lists_names_and_sizes(api: httpx.Client, conv: str) -> None:
     """``/files`` lists each file with its size."""
     api.post(f"{conv}/files", files=[("files", ("a.txt", b"abc")), ("files", ("b.csv", b"x,y\n"))])
-    assert (
-        text_of(ask(api, conv, "/files"))
-        == "Files in this conversation:\n- a.txt (3 bytes)\n- b.csv (4 bytes)"
-    )
+    assert text_of(ask(api, conv, "/files")) == "Files in this conversation:\n- a.txt (3 bytes)\n- b.csv (4 bytes)"
 
 
 def test_files_command_without_files(api: httpx.Client, conv: str) -> None:
@@ -41,9 +38,7 @@ def test_files_command_without_files(api: httpx.Client, conv: str) -> None:
     assert text_of(ask(api, conv, "/files")) == "No files in this conversation."
 
 
-def test_frame_command_turns_a_csv_into_a_frame(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_frame_command_turns_a_csv_into_a_frame(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """``/frame <file_ref> [<name>]`` makes a data frame, named by the argument."""
     api.post(f"{conv}/files", files=[("files", ("sales q3.csv", b"a,b\n1,x\n2,y\n"))])
     reply = text_of(ask(api, conv, '/frame "sales q3.csv" quarterly'))
@@ -51,9 +46,7 @@ def test_frame_command_turns_a_csv_into_a_frame(
     assert emu.data_frame_names(cid) == ["quarterly"]
 
 
-def test_frame_name_defaults_to_the_sanitised_stem(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_frame_name_defaults_to_the_sanitised_stem(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """Without a name the frame is called after the file stem, with ``_`` for other characters."""
     api.post(f"{conv}/files", files=[("files", ("sales q3.csv", b"a\n1\n"))])
     ask(api, conv, '/frame "sales q3.csv"')
@@ -65,9 +58,7 @@ def test_frame_from_an_unknown_file_explains(api: httpx.Client, conv: str) -> No
     assert text_of(ask(api, conv, "/frame ghost.csv")) == "No file named ghost.csv in this conversation."
 
 
-def test_frame_from_a_text_file_is_refused(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_frame_from_a_text_file_is_refused(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """Only CSV and Parquet files become frames."""
     api.post(f"{conv}/files", files=[("files", ("notes.txt", b"hello"))])
     assert "neither a CSV nor a Parquet file" in text_of(ask(api, conv, "/frame notes.txt"))
@@ -83,9 +74,7 @@ def test_bigframe_synthesises_a_deterministic_frame(api: httpx.Client, conv: str
     assert item["sample_rows"][1] == [1, 0.25, "item-1", False, "2026-01-01T00:00:01", 2]
 
 
-def test_write_command_produces_an_output_file(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_write_command_produces_an_output_file(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """``/write <filename> <text…>`` puts a file with exactly that text into the conversation."""
     assert text_of(ask(api, conv, "/write out.md # Title\nbody")) == "Wrote out.md (12 bytes)."
     assert api.get(f"{conv}/files/download/", params={"file_ref": "out.md"}).content == b"# Title\nbody"
@@ -111,9 +100,7 @@ def test_bigfile_command_writes_deterministic_bytes(
     assert emu.file_path(cid, "big.bin").read_bytes().startswith(b"convsync bigfile block 0000000000\n")
 
 
-def test_slow_command_streams_n_deltas_with_the_delay(
-    api: httpx.Client, emu: EmulatorServer, conv: str
-) -> None:
+def test_slow_command_streams_n_deltas_with_the_delay(api: httpx.Client, emu: EmulatorServer, conv: str) -> None:
     """``/slow <chunks> <delay_ms>`` sends that many text deltas spaced by the delay."""
     with api.stream("POST", f"{conv}/stream", json={"content": "/slow 5 60"}) as response:
         raw = b"".join(response.iter_raw())
@@ -132,9 +119,7 @@ def test_slow_command_streams_n_deltas_with_the_delay(
 
 def test_fail_command_fails_the_run(api: httpx.Client, conv: str) -> None:
     """``/fail`` gives no agent message (the sync route still answers 200)."""
-    assert [m["role"] for m in api.post(f"{conv}/messages", json={"content": "/fail"}).json()["data"]] == [
-        "user"
-    ]
+    assert [m["role"] for m in api.post(f"{conv}/messages", json={"content": "/fail"}).json()["data"]] == ["user"]
 
 
 def test_tool_command_adds_a_finished_tool_call(api: httpx.Client, conv: str) -> None:

@@ -23,10 +23,7 @@ def test_missing_header(emu: EmulatorServer) -> None:
 
 def test_not_a_bearer_token(emu: EmulatorServer) -> None:
     """A non-Bearer scheme: "Invalid Authorization header: Expected Bearer token"."""
-    assert (
-        unauthorized(emu, {"Authorization": "Basic abc"})
-        == "Invalid Authorization header: Expected Bearer token"
-    )
+    assert unauthorized(emu, {"Authorization": "Basic abc"}) == "Invalid Authorization header: Expected Bearer token"
 
 
 def test_key_without_the_s4w_prefix(emu: EmulatorServer) -> None:
@@ -43,10 +40,7 @@ def test_wrong_key(emu: EmulatorServer) -> None:
 def test_any_s4w_key_when_none_is_configured(emu: EmulatorServer) -> None:
     """With ``api_key=None`` every ``s4w_`` key is accepted."""
     emu.configure(api_key=None)
-    assert (
-        httpx.get(f"{emu.base_url}/agents", headers={"Authorization": "Bearer s4w_whatever"}).status_code
-        == 200
-    )
+    assert httpx.get(f"{emu.base_url}/agents", headers={"Authorization": "Bearer s4w_whatever"}).status_code == 200
 
 
 def test_auth_comes_before_routing(emu: EmulatorServer) -> None:

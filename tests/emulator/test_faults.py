@@ -97,10 +97,7 @@ def test_reset_is_a_real_tcp_reset(emu: EmulatorServer) -> None:
     """``reset`` ends the connection with a RST: the client's read fails with ECONNRESET."""
     emu.set_faults([FaultRule(path=r"/agents$", reset=True)])
     with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
-        request = (
-            "GET /tenants/demo/api/v2/agents HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {emu.api_key}\r\n\r\n"
-        )
+        request = f"GET /tenants/demo/api/v2/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {emu.api_key}\r\n\r\n"
         sock.sendall(request.encode())
         with pytest.raises(ConnectionResetError):
             while sock.recv(65536):
@@ -117,9 +114,7 @@ def test_reset_surfaces_in_httpx_as_a_transport_error(api: httpx.Client, emu: Em
     assert record.status == 0
 
 
-def test_reset_after_handling_keeps_the_message(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_reset_after_handling_keeps_the_message(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """A sync post reset after handling has stored both messages although the client saw no answer."""
     emu.set_faults([FaultRule(route="post_message", reset=True, after=True)])
     with pytest.raises(httpx.TransportError):
@@ -154,9 +149,7 @@ def test_stream_cut_with_finish_run_commits_the_reply(
     """With ``finish_run`` the cut stream's run completes and its message is committed."""
     emu.set_faults([FaultRule(route="stream_message", stream_cut_after=3, finish_run=True)])
     read_until_cut(api, conv, "/slow 5 20")
-    wait_until(
-        lambda: [m["role"] for m in emu.messages(cid)] == ["user", "agent"], what="the reply to commit"
-    )
+    wait_until(lambda: [m["role"] for m in emu.messages(cid)] == ["user", "agent"], what="the reply to commit")
 
 
 def test_cut_after_bytes_truncates_a_download(api: httpx.Client, emu: EmulatorServer, conv: str) -> None:
@@ -208,9 +201,7 @@ def test_faults_given_at_start_up() -> None:
     """Rules in the options are active from the first request."""
     options = EmulatorOptions(faults=(FaultRule(path=r"/agents$", status=418, count=1),))
     with EmulatorServer(options) as emulator:
-        response = httpx.get(
-            f"{emulator.base_url}/agents", headers={"Authorization": f"Bearer {emulator.api_key}"}
-        )
+        response = httpx.get(f"{emulator.base_url}/agents", headers={"Authorization": f"Bearer {emulator.api_key}"})
     assert response.status_code == 418
 
 

@@ -99,9 +99,7 @@ def test_download_without_file_ref_is_422(api: httpx.Client, conv: str) -> None:
     """``file_ref`` is a required query parameter."""
     response = api.get(f"{conv}/files/download/")
     assert response.status_code == 422
-    assert (
-        response.json()["error"]["message"] == "Request validation failed: query -> file_ref: Field required"
-    )
+    assert response.json()["error"]["message"] == "Request validation failed: query -> file_ref: Field required"
 
 
 def test_non_ascii_names_round_trip(api: httpx.Client, conv: str) -> None:
@@ -186,9 +184,7 @@ def test_large_upload_and_download_stay_out_of_memory(
 
     baseline = _peak_rss_bytes()
     boundary = "bigb0undary"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'.encode()
-    )
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'.encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     def multipart() -> Iterator[bytes]:

@@ -29,9 +29,7 @@ def rows(api: httpx.Client, route: str, **params: object) -> list[dict[str, obje
     return list(response.json())
 
 
-def test_list_is_a_bare_array_with_the_creation_fields(
-    api: httpx.Client, conv: str, cid: str, frame: str
-) -> None:
+def test_list_is_a_bare_array_with_the_creation_fields(api: httpx.Client, conv: str, cid: str, frame: str) -> None:
     """GET data-frames answers a bare array of DataFrameCreationAPI objects."""
     [item] = api.get(f"{conv}/data-frames").json()
     assert item["name"] == "sales" and item["thread_id"] == cid
@@ -144,9 +142,7 @@ def test_parquet_output(api: httpx.Client, frame: str) -> None:
     assert table.column("sales").to_pylist() == [300, 200, 100]
 
 
-def test_parquet_switched_off_is_422_like_an_older_server(
-    api: httpx.Client, emu: EmulatorServer, frame: str
-) -> None:
+def test_parquet_switched_off_is_422_like_an_older_server(api: httpx.Client, emu: EmulatorServer, frame: str) -> None:
     """With ``parquet_output=False`` only ``json`` is valid."""
     emu.configure(parquet_output=False)
     response = api.get(frame, params={"output_format": "parquet"})

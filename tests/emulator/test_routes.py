@@ -96,9 +96,7 @@ def test_create_conversation_without_name_is_422_with_the_server_message(api: ht
 
 def test_conversations_are_listed_newest_first(api: httpx.Client, aid: str) -> None:
     """The conversation list is ordered newest first."""
-    ids = [
-        api.post(f"/agents/{aid}/conversations", json={"name": f"order {i}"}).json()["id"] for i in range(3)
-    ]
+    ids = [api.post(f"/agents/{aid}/conversations", json={"name": f"order {i}"}).json()["id"] for i in range(3)]
     listed = [c["id"] for c in api.get(f"/agents/{aid}/conversations").json()["data"]]
     assert [i for i in listed if i in ids] == list(reversed(ids))
 
@@ -112,9 +110,7 @@ def test_conversation_limit_is_a_plain_slice(api: httpx.Client, aid: str) -> Non
     assert api.get(f"/agents/{aid}/conversations", params={"limit": -1}).json()["data"] == everything[:-1]
 
 
-def test_delete_returns_the_conversation_and_a_second_delete_is_404(
-    api: httpx.Client, conv: str, cid: str
-) -> None:
+def test_delete_returns_the_conversation_and_a_second_delete_is_404(api: httpx.Client, conv: str, cid: str) -> None:
     """DELETE answers the deleted conversation; deleting it again is 404."""
     first = api.delete(conv)
     assert first.status_code == 200 and first.json()["id"] == cid

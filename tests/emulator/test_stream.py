@@ -175,9 +175,7 @@ def test_user_message_is_stored_before_the_reply_streams(
         assert any(line == "event: agent_event" for line in lines)
 
 
-def test_client_disconnect_cancels_the_run(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_client_disconnect_cancels_the_run(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """A client that goes away mid-reply cancels the run: the agent message is never committed."""
     with api.stream("POST", f"{conv}/stream", json={"content": "/slow 30 100"}) as response:
         for line in response.iter_lines():
@@ -196,9 +194,7 @@ def test_failing_run_streams_agent_error_then_agent_finished(api: httpx.Client, 
     assert error["thread_id"] == cid
 
 
-def test_stream_does_not_auto_rename(
-    api: httpx.Client, emu: EmulatorServer, aid: str, conv: str, cid: str
-) -> None:
+def test_stream_does_not_auto_rename(api: httpx.Client, emu: EmulatorServer, aid: str, conv: str, cid: str) -> None:
     """Unlike the sync route, a first streamed message leaves the name alone."""
     stream_raw(api, conv, "name me please")
     assert next(c for c in emu.conversations(aid) if c["id"] == cid)["name"] == "A test conversation"
@@ -219,9 +215,7 @@ def test_stream_without_content_is_422(api: httpx.Client, conv: str) -> None:
     assert response.json()["error"]["message"] == "Request validation failed: body -> content: Field required"
 
 
-def test_stream_log_records_every_text_delta(
-    api: httpx.Client, emu: EmulatorServer, conv: str, cid: str
-) -> None:
+def test_stream_log_records_every_text_delta(api: httpx.Client, emu: EmulatorServer, conv: str, cid: str) -> None:
     """``stream_log`` holds each emitted text delta with its time; together they are the reply text."""
     raw = stream_raw(api, conv, "/slow 3 20")
     final = next(e for e in agent_events(raw) if e["event_type"] == "message_end")["data"]

@@ -12,9 +12,7 @@ from tests.waiting import wait_until
 @pytest.fixture
 def five(api: httpx.Client, aid: str) -> list[str]:
     """Five fresh conversations (newest first) on top of whatever the agent had."""
-    ids = [
-        api.post(f"/agents/{aid}/conversations", json={"name": f"page {i}"}).json()["id"] for i in range(5)
-    ]
+    ids = [api.post(f"/agents/{aid}/conversations", json={"name": f"page {i}"}).json()["id"] for i in range(5)]
     return list(reversed(ids))
 
 
@@ -43,9 +41,7 @@ def test_token_pages_follow_with_the_next_parameter(
     assert seen[:5] == five and len(seen) == len(set(seen))
 
 
-def test_url_form_next_is_a_followable_url(
-    api: httpx.Client, emu: EmulatorServer, aid: str, five: list[str]
-) -> None:
+def test_url_form_next_is_a_followable_url(api: httpx.Client, emu: EmulatorServer, aid: str, five: list[str]) -> None:
     """With ``next_form="url"`` the next page is a full URL that keeps the other parameters."""
     emu.configure(page_size=2, next_form="url")
     first = api.get(f"/agents/{aid}/conversations", params={"limit": 4}).json()

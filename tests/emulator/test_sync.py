@@ -33,18 +33,14 @@ def test_missing_content_is_422(api: httpx.Client, conv: str) -> None:
     assert response.json()["error"]["message"] == "Request validation failed: body -> content: Field required"
 
 
-def test_first_sync_message_renames_the_conversation(
-    api: httpx.Client, aid: str, conv: str, cid: str
-) -> None:
+def test_first_sync_message_renames_the_conversation(api: httpx.Client, aid: str, conv: str, cid: str) -> None:
     """After the first sync run the conversation gets a Title Case name from the prompt."""
     api.post(f"{conv}/messages", json={"content": "what is the hottest day in july?"})
     listed = api.get(f"/agents/{aid}/conversations").json()["data"]
     assert next(c for c in listed if c["id"] == cid)["name"] == "What Is The Hottest Day In July"
 
 
-def test_only_the_first_run_renames(
-    api: httpx.Client, emu: EmulatorServer, aid: str, conv: str, cid: str
-) -> None:
+def test_only_the_first_run_renames(api: httpx.Client, emu: EmulatorServer, aid: str, conv: str, cid: str) -> None:
     """A later sync message leaves the name alone."""
     api.post(f"{conv}/messages", json={"content": "first topic"})
     api.post(f"{conv}/messages", json={"content": "second topic"})
