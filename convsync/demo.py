@@ -103,7 +103,7 @@ def _write_config(base: Path, url: str, root: Path, state: Path) -> Path:
 
 def run_demo(keep: bool, directory: Path | None) -> int:
     """Play the scripted session; 0 on success. With ``keep`` it then waits for Ctrl-C."""
-    from convsync.emulator import EmulatorOptions, EmulatorServer  # noqa: PLC0415 (the extra's deps)
+    from convsync.emulator import EmulatorOptions, EmulatorServer
 
     base = (
         directory.expanduser().resolve()

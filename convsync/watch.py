@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,9 @@ _EVENTS: list[type[FileSystemEvent]] = [
 def _new_observer() -> BaseObserver:
     # Imported here: the inotify module only loads on Linux.
     try:
-        from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
+        from watchdog.observers.inotify import InotifyObserver
     except ImportError:  # not Linux: the platform's observer (no close events; the quiet period applies)
-        from watchdog.observers import Observer  # noqa: PLC0415
+        from watchdog.observers import Observer
 
         return Observer()
     # Full events: a file moved in from outside the root arrives as a move with an empty source, so that
@@ -147,6 +148,9 @@ class Watcher:
         """Start watching. Returns a problem for the user (e.g. the watch limit) or ``None``; never raises
         for a limit: the engine then relies on its rescans."""
         limit = max_user_watches()
+        # watchdog warns when a watched folder is renamed inside the tree and its (reused) watch gets the same
+        # callback again: harmless, and convsync renames its own new folders into place on purpose.
+        warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
         try:
             observer = _new_observer()
         except OSError as exc:

@@ -56,9 +56,13 @@ class Mirror:
     def wait_folder_of(self, cid: str, timeout: float = 10) -> Path:
         def find() -> Path | None:
             for folder in self.agent_dir.iterdir():
-                marker = folder / ".conversation"
-                if marker.is_file() and marker.read_text().strip() == cid:
-                    return folder
+                if folder.name.startswith("."):
+                    continue  # convsync's folders under construction
+                try:
+                    if (folder / ".conversation").read_text().strip() == cid:
+                        return folder
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
             return None
 
         found = wait_until(find, timeout, what=f"a folder for conversation {cid}")
