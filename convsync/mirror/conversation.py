@@ -256,7 +256,7 @@ class Reconcile:
     # --- 1. inbox -------------------------------------------------------------------------------------------
 
     def _scan_inbox(self) -> None:
-        scan = self.rt.tracker.scan(self.folder / INBOX)
+        scan = self._scan_once() if self.flags.full else self.rt.tracker.scan(self.folder / INBOX)
         self._scan = scan
         for problem in scan.problems:
             self.ctx.report.note(f"inbox/{problem.name} {problem.reason}")
@@ -265,6 +265,16 @@ class Reconcile:
             self.ctx.state.enqueue(self.cid, "upload", name)
         if scan.recheck_in is not None:
             self._recheck_in(scan.recheck_in)
+
+    def _scan_once(self) -> inbox.InboxScan:
+        """``convsync sync`` cannot watch a file settle: a file unchanged for the unhinted quiet period (by its
+        mtime) counts as complete, a younger one as still being written."""
+        entries = inbox.list_inbox(self.folder / INBOX)
+        cutoff_ns = time.time_ns() - int(inbox.DEFAULT_UNHINTED_QUIET_SECONDS * 1e9)
+        settled = [e for e in entries if e.sig.mtime_ns <= cutoff_ns]
+        young = tuple(e.name for e in entries if e.sig.mtime_ns > cutoff_ns and e.kind is inbox.EntryKind.FILE)
+        scan = inbox.InboxTracker(quiet_seconds=0, unhinted_quiet_seconds=0).update(settled)
+        return inbox.InboxScan(scan.ready, scan.waiting + young, scan.problems, scan.recheck_in)
 
     def _recheck_in(self, seconds: float) -> None:
         at = time.monotonic() + max(0.05, seconds)
