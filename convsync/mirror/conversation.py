@@ -159,6 +159,7 @@ class Reconcile:
         self._sent = False
         self._prompt_started = False
         self._fresh_messages: list[Message] | None = None
+        self._messages_changed = False
 
     # --- the pass -------------------------------------------------------------------------------------------
 
@@ -173,13 +174,12 @@ class Reconcile:
             self._scan_inbox()
             self._take_prompt(self.flags.prompt_signal or self.rt.pop_prompt_signal())
             replied = self._send_outbox()
-            messages_changed = False
             if self.flags.poll or self.flags.full or self._transcript_out_of_step():
-                messages_changed = self._sync_transcript(self.ctx.client.get_messages(self.aid, self.cid))
+                self._sync_transcript(self.ctx.client.get_messages(self.aid, self.cid))
             if (
                 self.flags.full
                 or replied
-                or messages_changed
+                or self._messages_changed
                 or not self.rt.files_checked
                 or (self.flags.poll and self.rt.active)
             ):
@@ -497,6 +497,8 @@ class Reconcile:
         if plan.write != "none" or changed:
             apply_plan(path, plan)
             state.commit_transcript(self.cid, plan.keep, plan.commit)
+        if changed:
+            self._messages_changed = True
         if changed and rows:
             self.rt.touch()  # new messages (from a reply or from elsewhere): poll fast for a while
         committed = (
