@@ -10,9 +10,11 @@ pyarrow is imported here only, and lazily: the daemon does not pay for it until 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,11 +27,14 @@ from convsync.mirror.names import OutsideRoot, inside, safe_name, unique_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 Unit = Literal["s", "ms", "us", "ns"]
 
 DATA_FRAMES_DIR = "data-frames"
 PAGE_ROWS = 100_000  # the server's maximum page
+# JSON rows decode to Python dicts (~90 bytes a cell): this many cells a page keeps the JSON path near 200 MiB.
+PAGE_CELLS = 400_000
 
 
 def fingerprint(info: DataFrameInfo) -> str:
@@ -95,6 +100,11 @@ def _commit(tmp: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
+def json_page_rows(num_columns: int) -> int:
+    """Rows per JSON page: up to the server's maximum, fewer for wide frames, so a page's memory is bounded."""
+    return max(1, min(PAGE_ROWS, PAGE_CELLS // max(1, num_columns)))
+
+
 def export_frame(
     client: AgentClient,
     aid: str,
@@ -105,35 +115,117 @@ def export_frame(
     file_name: str | None = None,
     parquet_supported: bool | None = None,
     progress: Progress | None = None,
-    page_rows: int = PAGE_ROWS,
+    page_rows: int | None = None,
 ) -> ExportResult:
     """Write frame ``info`` to ``dest_dir/file_name`` atomically; a reader never sees a torn file.
 
     ``file_name`` defaults to ``frame_file_name(info.name)``; pass the name stored for this frame (or one made
     with ``frame_file_name(name, taken)``) to keep names stable and distinct. ``parquet_supported`` is
     ``None`` when unknown: the native route is tried and a 422 switches to the JSON path. ``progress`` gets
-    bytes on the native path and rows on the JSON path.
+    bytes on the native path (rows once it pages) and rows on the JSON path. ``page_rows`` overrides the
+    JSON page size (default ``json_page_rows``).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = _checked_child(dest_dir, file_name or frame_file_name(info.name))
-    tmp = temp_path_for(dest)
+    first, whole = temp_path_for(dest), temp_path_for(dest)
     try:
         if parquet_supported is not False:
             try:
-                with tmp.open("wb") as out:
-                    client.download_data_frame_parquet(aid, cid, info.name, out, progress)
-                rows = _check_parquet(tmp)
-                _commit(tmp, dest)
+                rows, done = _NativeExport(client, aid, cid, info).write(first, whole, progress)
+                _commit(done, dest)
                 return ExportResult(dest, fingerprint(info), rows, "parquet", True)
             except BadRequest as exc:
                 if exc.status != 422 and exc.code != "unprocessable_entity":
                     raise
                 parquet_supported = False
-        rows = _JsonExport(client, aid, cid, info, page_rows).write(tmp, progress)
-        _commit(tmp, dest)
+        size = page_rows or json_page_rows(len(info.column_headers) or info.num_columns)
+        rows = _JsonExport(client, aid, cid, info, size).write(whole, progress)
+        _commit(whole, dest)
         return ExportResult(dest, fingerprint(info), rows, "json", parquet_supported)
     finally:
-        tmp.unlink(missing_ok=True)
+        first.unlink(missing_ok=True)
+        whole.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _NativeExport:
+    """The server's own Parquet: one answer when the frame fits in it, else Parquet pages appended to one file."""
+
+    client: AgentClient
+    aid: str
+    cid: str
+    info: DataFrameInfo
+
+    def write(self, first: Path, whole: Path, progress: Progress | None) -> tuple[int, Path]:
+        """Rows written and the finished temp file (``first`` when one answer held the frame, else ``whole``)."""
+        with first.open("wb") as out:
+            self.client.download_data_frame_parquet(self.aid, self.cid, self.info.name, out, progress)
+        got = _check_parquet(first)
+        if got >= self.info.num_rows or got == 0:
+            return got, first
+        return self._append_pages(first, got, whole, progress), whole
+
+    def _append_pages(self, first: Path, cap: int, whole: Path, progress: Progress | None) -> int:
+        """The answer stopped at the server's row cap: fetch ``[cap:2cap]``, … and append each page's rows.
+
+        The next page is always on its way while the current one is written, so the server's time and ours
+        overlap; memory holds two pages.
+        """
+        import pyarrow.parquet as pq
+
+        with ThreadPoolExecutor(1, "convsync-frame-page") as pool:
+            upcoming: Future[pa.Table] | None = pool.submit(self._page, cap, cap)
+            table = pq.read_table(first)
+            first.unlink()
+            schema = table.schema
+            done = 0
+            with _parquet_writer(whole, schema) as writer:
+                while True:
+                    writer.write_table(self._conform(table, schema))
+                    done += table.num_rows
+                    if progress:
+                        progress(done, max(self.info.num_rows, done))
+                    if upcoming is None:
+                        return done
+                    table = upcoming.result()
+                    full = table.num_rows >= cap
+                    upcoming = pool.submit(self._page, done + table.num_rows, cap) if full else None
+
+    def _page(self, offset: int, limit: int) -> pa.Table:
+        buffer = io.BytesIO()
+        self.client.download_data_frame_parquet(self.aid, self.cid, self.info.name, buffer, offset=offset, limit=limit)
+        return _read_parquet_page(buffer.getvalue())
+
+    def _conform(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        import pyarrow as pa
+
+        if table.schema.equals(schema, check_metadata=False):
+            return table
+        try:
+            return table.cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            raise ProtocolError(f"a Parquet page of {self.info.name!r} has other column types: {exc}") from exc
+
+
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer that dictionary-encodes text columns only: text repeats often, while trying it on numbers
+    doubles the write time for little gain."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    options: dict[str, Any] = {"use_dictionary": text}  # pyarrow takes column names; its stubs know only bool
+    return pq.ParquetWriter(path, schema, **options)
+
+
+def _read_parquet_page(data: bytes) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ProtocolError(f"the server's Parquet data is not a valid Parquet file: {exc}") from exc
 
 
 def _checked_child(folder: Path, name: str) -> Path:
@@ -198,46 +290,49 @@ class _JsonExport:
             self.aid, self.cid, self.info.name, offset=offset, limit=self.page_rows, column_names=columns
         )
 
+    def _more_after(self, offset: int, count: int) -> bool:
+        """Whether rows follow a page of ``count`` rows that ended at ``offset``.
+
+        A short page ends the frame only once the listed row count is reached: a server whose row cap is
+        below our page size answers every page short.
+        """
+        return count > 0 and (count == self.page_rows or offset < self.info.num_rows)
+
     def _write_pass(self, tmp: Path, progress: Progress | None, forced: dict[str, pa.DataType]) -> int:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         rows = self._fetch(0)
         columns = list(self.info.column_headers)
         columns += [key for key in (rows[0] if rows else ()) if key not in columns]
         page = {c: _page_array([r.get(c) for r in rows], forced.get(c)) for c in columns}
-        full = len(rows) == self.page_rows
+        count = len(rows)
         del rows
         types = {c: _merge(forced.get(c, pa.null()), page[c].type) for c in columns}
         unresolved = [c for c in columns if pa.types.is_null(types[c])]
-        if unresolved and full:
-            types.update(self._look_ahead(unresolved))
+        if unresolved and self._more_after(count, count):
+            types.update(self._look_ahead(unresolved, count))
         schema = pa.schema([pa.field(c, types[c]) for c in columns])
 
         done = 0
-        offset = 0
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with _parquet_writer(tmp, schema) as writer:
             while True:
-                count = len(page[columns[0]]) if columns else 0
-                if count:
+                if count and columns:
                     writer.write_table(pa.table([_fit(page[c], types[c], c) for c in columns], schema=schema))
-                    done += count
-                    if progress:
-                        progress(done, max(self.info.num_rows, done))
-                if not full:
+                done += count
+                if progress and count:
+                    progress(done, max(self.info.num_rows, done))
+                if not self._more_after(done, count):
                     return done
-                offset += self.page_rows
-                rows = self._fetch(offset)
-                full = len(rows) == self.page_rows
+                rows = self._fetch(done)
+                count = len(rows)
                 page = {c: _page_array([r.get(c) for r in rows], types[c]) for c in columns}
                 del rows
 
-    def _look_ahead(self, columns: list[str]) -> dict[str, pa.DataType]:
+    def _look_ahead(self, columns: list[str], offset: int) -> dict[str, pa.DataType]:
         """Types of columns all null in the first page, from later pages of just those columns."""
         import pyarrow as pa
 
         found: dict[str, pa.DataType] = {}
-        offset = self.page_rows
         while columns:
             rows = self._fetch(offset, columns)
             for column in columns:
@@ -245,9 +340,9 @@ class _JsonExport:
                 if not pa.types.is_null(seen):
                     found[column] = seen
             columns = [c for c in columns if c not in found]
-            if len(rows) < self.page_rows:
+            offset += len(rows)
+            if not self._more_after(offset, len(rows)):
                 break
-            offset += self.page_rows
         return found
 
 

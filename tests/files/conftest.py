@@ -40,8 +40,9 @@ class Conv:
         return sum(1 for r in self.emu.requests if r.method == method and r.path.rstrip("/").endswith(tail))
 
 
-def _start(parquet_output: bool) -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorOptions(api_key="s4w_test-key", parquet_output=parquet_output)) as emu:
+def _start(parquet_output: bool, frame_row_cap: int = 100_000) -> Iterator[EmulatorServer]:
+    options = EmulatorOptions(api_key="s4w_test-key", parquet_output=parquet_output, frame_row_cap=frame_row_cap)
+    with EmulatorServer(options) as emu:
         yield emu
 
 
@@ -53,6 +54,12 @@ def emu() -> Iterator[EmulatorServer]:
 @pytest.fixture(scope="module")
 def emu_json_only() -> Iterator[EmulatorServer]:
     yield from _start(parquet_output=False)
+
+
+@pytest.fixture(scope="module")
+def emu_small_cap() -> Iterator[EmulatorServer]:
+    """A server whose data-frame route answers at most 1000 rows at a time (the real cap is 100000)."""
+    yield from _start(parquet_output=True, frame_row_cap=1000)
 
 
 def _conv(emu: EmulatorServer, tmp_path: Path) -> Iterator[Conv]:
@@ -73,3 +80,8 @@ def conv(emu: EmulatorServer, tmp_path: Path) -> Iterator[Conv]:
 @pytest.fixture
 def conv_json_only(emu_json_only: EmulatorServer, tmp_path: Path) -> Iterator[Conv]:
     yield from _conv(emu_json_only, tmp_path)
+
+
+@pytest.fixture
+def conv_small_cap(emu_small_cap: EmulatorServer, tmp_path: Path) -> Iterator[Conv]:
+    yield from _conv(emu_small_cap, tmp_path)

@@ -106,3 +106,28 @@ def test_an_unchanged_frame_is_not_exported_again(conv: Conv) -> None:
     exported = {info.name: result.fingerprint}
     assert plan_exports(conv.client.list_data_frames(conv.aid, conv.cid), exported) == []
     assert result.path.name == frame_file_name("once")
+
+
+def test_a_frame_bigger_than_one_answer_comes_in_parquet_pages(conv_small_cap: Conv) -> None:
+    """When the server caps an answer below the frame's size, the native path appends Parquet pages."""
+    conv = conv_small_cap
+    conv.say("/bigframe paged 2500 5")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    out = conv.folder / "data-frames"
+    native = export_frame(conv.client, conv.aid, conv.cid, info, out, file_name="native.parquet")
+    assert native.method == "parquet" and native.rows == 2500
+    got = pq.read_table(native.path)
+    assert got.column("id").to_pylist() == list(range(2500))
+    assert [p.name for p in out.iterdir()] == ["native.parquet"]
+
+
+def test_json_pages_larger_than_the_servers_cap_still_get_every_row(conv_small_cap: Conv) -> None:
+    """Short JSON pages do not end the export before the listed row count is reached."""
+    conv = conv_small_cap
+    conv.say("/bigframe capped 2500 5")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    result = export_frame(
+        conv.client, conv.aid, conv.cid, info, conv.folder / "data-frames", parquet_supported=False, page_rows=1500
+    )
+    assert result.rows == 2500
+    assert pq.read_table(result.path).column("id").to_pylist() == list(range(2500))
