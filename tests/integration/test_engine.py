@@ -1,0 +1,99 @@
+"""The engine as the daemon drives it: threads, health, reload, and the files/frames steps in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from convsync.emulator import FaultRule
+from tests.integration.conftest import Mirror
+from tests.waiting import wait_until
+
+
+def chat(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
+    folder = mirror.agent_dir / name
+    folder.mkdir()
+    cid = mirror.bound(folder)
+    mirror.wait_idle(folder)
+    return folder, cid
+
+
+def test_stop_joins_every_thread(mirror: Mirror) -> None:
+    """After stop() no thread of the engine is left (the autouse fixture checks non-daemon ones too)."""
+    before = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("convsync-worker") for name in before)
+    assert mirror.engine is not None and mirror.engine.healthy()
+    engine = mirror.engine
+    mirror.stop()
+    assert not engine.healthy()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("convsync-worker", "convsync-scheduler"))]
+
+
+def test_summary_counts_conversations_and_queue(mirror: Mirror) -> None:
+    """The one-line summary names conversations and what is queued."""
+    chat(mirror)
+    assert mirror.engine is not None
+    summary = mirror.engine.summary()
+    assert (summary.conversations, summary.queued_prompts, summary.queued_uploads) == (1, 0, 0)
+    assert str(summary) == "1 conversation, 0 prompts and 0 uploads queued"
+
+
+def test_reload_keeps_queued_prompts(mirror: Mirror) -> None:
+    """A config reload while prompts are queued (server failing) loses none of them."""
+    folder, cid = chat(mirror)
+    mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", status=503)])
+    (folder / "prompt.txt").write_text("survives the reload")
+    wait_until(lambda: "error" in (folder / "status").read_text(), 10, what="the send to fail")
+    assert mirror.engine is not None
+    mirror.engine.reload(dataclasses.replace(mirror.config, debounce_ms=50, poll_idle_seconds=3.0))
+    mirror.emu.clear_faults()
+    wait_until(lambda: mirror.emu.user_messages(cid) == ["survives the reload"], 40)
+
+
+def test_a_failing_stream_route_is_retried_and_sends_once(mirror: Mirror) -> None:
+    """Two 503s on the stream route: the prompt is retried and arrives exactly once."""
+    folder, cid = chat(mirror)
+    mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", status=503, count=2)])
+    (folder / "prompt.txt").write_text("third time lucky")
+    wait_until(lambda: mirror.emu.user_messages(cid), 30)
+    mirror.wait_idle(folder, 30)
+    assert mirror.emu.user_messages(cid) == ["third time lucky"]
+
+
+def test_a_prompt_after_a_dropped_file_is_sent_after_its_upload(mirror: Mirror) -> None:
+    """A file dropped into inbox/ and then a prompt: the upload reaches the server first, then the prompt."""
+    folder, _ = chat(mirror)
+    mirror.emu.clear_requests()
+    (folder / "inbox" / "data.csv").write_text("x,y\n1,2\n")
+    (folder / "prompt.txt").write_text("/files")
+    wait_until(lambda: "data.csv" in (folder / "transcript.md").read_text(), 15, what="the agent to list data.csv")
+    order = [r.path.rsplit("/", 1)[-1] for r in mirror.emu.requests if r.method == "POST"]
+    assert order.index("files") < order.index("stream")
+    assert (folder / "files" / "data.csv").read_text() == "x,y\n1,2\n"
+    assert list((folder / "inbox").iterdir()) == []
+
+
+def test_agent_outputs_and_data_frames_appear(mirror: Mirror) -> None:
+    """A file the agent writes lands in files/; a data frame it makes lands in data-frames/ as Parquet."""
+    folder, _ = chat(mirror)
+    (folder / "prompt.txt").write_text("/write result.txt forty-two")
+    wait_until((folder / "files" / "result.txt").is_file, 15)
+    assert (folder / "files" / "result.txt").read_text() == "forty-two"
+    wait_until(lambda: (folder / "prompt.txt").read_text() == "", 10)
+    (folder / "prompt.txt").write_text("/bigframe totals 10 2")
+    wait_until((folder / "data-frames" / "totals.parquet").is_file, 15)
+
+
+def test_status_shows_the_error_and_errors_log_says_what_to_do(mirror: Mirror) -> None:
+    """While the server fails, status says error and errors.log has one line with the fix."""
+    folder, _ = chat(mirror)
+    mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", status=503)])
+    (folder / "prompt.txt").write_text("blocked")
+    wait_until(lambda: (folder / "status").read_text().startswith("error:"), 10)
+    log = (folder / "errors.log").read_text().splitlines()
+    assert len(log) == 1
+    assert "fix:" in log[0]
+    assert "1 prompt" in (folder / "status").read_text()
+    mirror.emu.clear_faults()
+    mirror.wait_idle(folder, 40)
