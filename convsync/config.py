@@ -128,9 +128,7 @@ class _Reader:
 
     def problem(self, key: str, node: Node | None, message: str, fix: str) -> None:
         where = f"{self.source} line {node.start_mark.line + 1}" if node is not None else str(self.source)
-        self.add(
-            node.start_mark.line + 1 if node is not None else 0, f"{where}: {key}: {message}. Fix: {fix}"
-        )
+        self.add(node.start_mark.line + 1 if node is not None else 0, f"{where}: {key}: {message}. Fix: {fix}")
 
     def add(self, line: int, message: str) -> None:
         self._problems.append((line, redact(message)))
@@ -151,18 +149,14 @@ class _Reader:
             return {}
         if not isinstance(node, MappingNode):
             what = f"{key}" if key else "the file"
-            self.wrong_type(
-                what, node, "a mapping of `key: value` lines", f"indent the keys of {what} below it"
-            )
+            self.wrong_type(what, node, "a mapping of `key: value` lines", f"indent the keys of {what} below it")
             return None
         entries: dict[str, Node] = {}
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, ScalarNode) else None
             dotted = f"{key}.{name}" if key else str(name)
             if not isinstance(name, str):
-                self.problem(
-                    key or "(top level)", key_node, "a key must be a plain word", "use `name: value`"
-                )
+                self.problem(key or "(top level)", key_node, "a key must be a plain word", "use `name: value`")
                 continue
             if name in entries:
                 self.problem(dotted, key_node, "appears twice", "keep one of them")
@@ -238,9 +232,7 @@ class _Reader:
             bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
             if maximum is not None:
                 bound += f" and at most {maximum:g}"
-            self.problem(
-                key, node, f"{node.value} is out of range", f"use {kind} {bound}, e.g. `{leaf}: {example}`"
-            )
+            self.problem(key, node, f"{node.value} is out of range", f"use {kind} {bound}, e.g. `{leaf}: {example}`")
             return None
         return value
 
@@ -327,9 +319,7 @@ def _parse(reader: _Reader, text: str) -> _Settings:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = (
-            f"{reader.source} line {mark.line + 1}, column {mark.column + 1}" if mark else str(reader.source)
-        )
+        where = f"{reader.source} line {mark.line + 1}, column {mark.column + 1}" if mark else str(reader.source)
         problem = str(exc.problem or exc.context or "syntax error")
         started = exc.context_mark
         if exc.context and started and mark and started.line != mark.line:
@@ -338,9 +328,7 @@ def _parse(reader: _Reader, text: str) -> _Settings:
             fix = "indent with spaces, never tabs"
         else:
             fix = "correct the YAML there (indentation; quote values holding `: ` or ` #`)"
-        reader.add(
-            mark.line + 1 if mark else 0, f"{where}: the file is not valid YAML: {problem}. Fix: {fix}"
-        )
+        reader.add(mark.line + 1 if mark else 0, f"{where}: the file is not valid YAML: {problem}. Fix: {fix}")
         return settings
     except yaml.YAMLError as exc:
         reader.add(0, f"{reader.source}: the file is not valid YAML: {exc}. Fix: correct it")
@@ -644,16 +632,13 @@ def _parse_poll(reader: _Reader, node: Node, settings: _Settings) -> None:
                 values[name] = value
     settings.poll_active_seconds = values.get("active_seconds", settings.poll_active_seconds)
     settings.poll_idle_seconds = values.get("idle_seconds", settings.poll_idle_seconds)
-    settings.poll_conversations_seconds = values.get(
-        "conversations_seconds", settings.poll_conversations_seconds
-    )
+    settings.poll_conversations_seconds = values.get("conversations_seconds", settings.poll_conversations_seconds)
     settings.rescan_seconds = values.get("rescan_seconds", settings.rescan_seconds)
     if settings.poll_idle_seconds < settings.poll_active_seconds:
         reader.problem(
             "poll.idle_seconds",
             poll.get("idle_seconds", poll.get("active_seconds", reader.key_of(node))),
-            f"{settings.poll_idle_seconds:g} is shorter than poll.active_seconds "
-            f"({settings.poll_active_seconds:g})",
+            f"{settings.poll_idle_seconds:g} is shorter than poll.active_seconds ({settings.poll_active_seconds:g})",
             "make idle_seconds at least as long as active_seconds",
         )
 
@@ -725,9 +710,7 @@ def _read_key_file(reader: _Reader, file: Path, key: str, node: Node | None) -> 
         )
         return None
     if not stat.S_ISREG(info.st_mode):
-        reader.problem(
-            key, node, f"the key file {file} is not a regular file", f"{fix_write}, or correct the path"
-        )
+        reader.problem(key, node, f"the key file {file} is not a regular file", f"{fix_write}, or correct the path")
         return None
     if info.st_mode & 0o077:
         reader.problem(
@@ -793,9 +776,7 @@ def _run_key_command(reader: _Reader, source: _KeySource) -> tuple[str, str] | N
     return _checked_key(reader, done.stdout, source.key, source.node, f"command `{shown}`")
 
 
-def _checked_key(
-    reader: _Reader, text: str, key: str, node: Node | None, origin: str
-) -> tuple[str, str] | None:
+def _checked_key(reader: _Reader, text: str, key: str, node: Node | None, origin: str) -> tuple[str, str] | None:
     # The key is the first non-empty line (`pass show` prints metadata lines after it).
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:

@@ -163,9 +163,7 @@ class Daemon:
     def _check_health(self, engine: EngineLike, was_healthy: bool) -> bool:
         healthy = engine.healthy()
         if was_healthy and not healthy:
-            log.error(
-                "the sync engine is stuck (a worker died or made no progress); withholding the watchdog ping"
-            )
+            log.error("the sync engine is stuck (a worker died or made no progress); withholding the watchdog ping")
         elif healthy and not was_healthy:
             log.info("the sync engine is healthy again")
         return healthy

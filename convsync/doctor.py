@@ -102,9 +102,7 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
 
 
 def _client(config: Config) -> AgentClient:
-    verify: bool | str = (
-        str(config.ca_bundle) if config.ca_bundle and config.verify_tls else config.verify_tls
-    )
+    verify: bool | str = str(config.ca_bundle) if config.ca_bundle and config.verify_tls else config.verify_tls
     return AgentClient(
         config.url,
         config.api_key,
@@ -290,6 +288,4 @@ def _check_state_dir(state_dir: Path, report: Report) -> None:
             Exit.CONFIG,
         )
     else:
-        report.ok(
-            "state", f"{state_dir} is writable" + ("" if existing == state_dir else " (will be created)")
-        )
+        report.ok("state", f"{state_dir} is writable" + ("" if existing == state_dir else " (will be created)"))

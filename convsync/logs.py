@@ -28,6 +28,7 @@ _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ER
 _TOKEN_PATTERN = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+|\bs4w_[^\s'\",;]*")
 _MIN_SECRET_LENGTH = 4  # a shorter "secret" would redact ordinary words
 
+
 class _Secrets:
     lock = threading.Lock()
     values: frozenset[str] = frozenset()  # replaced whole, so readers need no lock

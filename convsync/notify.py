@@ -3,7 +3,9 @@
 The protocol (sd_notify(3)): newline-separated ``KEY=value`` assignments in one ``AF_UNIX`` datagram; a socket
 path starting with ``@`` is in the abstract namespace. Without ``$NOTIFY_SOCKET`` (not started by systemd, or
 ``NotifyAccess`` does not include us) every call is a silent no-op, and a failed send is logged, never raised:
-notifications must not take the daemon down.
+notifications must not take the daemon down. A send waits at most ``SEND_TIMEOUT_SECONDS``: a datagram socket's
+queue is short (``net.unix.max_dgram_qlen``, often 10), and a listener that stopped reading must not stall
+the daemon's main loop (and with it, its reaction to SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_SECONDS = 0.5
 
 
 class Notifier:
@@ -38,6 +42,7 @@ class Notifier:
         payload = "\n".join(assignments).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(SEND_TIMEOUT_SECONDS)
                 sock.connect(self._address)
                 sock.sendall(payload)
         except OSError as exc:

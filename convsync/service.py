@@ -146,9 +146,7 @@ def _systemctl_works() -> bool:
     if shutil.which("systemctl") is None:
         return False
     try:
-        done = subprocess.run(
-            ["systemctl", "--user", "show-environment"], capture_output=True, timeout=15, check=False
-        )
+        done = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0

@@ -86,9 +86,7 @@ def test_credentials_directory_without_our_credential_is_ignored(
     assert load_config(config_with(tmp_path, "")).api_key == ENV_KEY
 
 
-def test_credential_makes_an_unset_variable_irrelevant(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_credential_makes_an_unset_variable_irrelevant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the credential present, an unset key variable is no problem (a service has no shell env)."""
     credentials = tmp_path / "credentials"
     credentials.mkdir()

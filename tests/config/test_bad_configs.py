@@ -264,12 +264,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("CONVSYNC_API_KEY", raising=False)
     path = tmp_path / "config.yaml"
     path.write_text(
-        "server:\n"
-        "  url: ftp://x\n"
-        "  timeout_seconds: never\n"
-        "  verfy_tls: false\n"
-        "on_local_delete: shred\n"
-        "log_level: 7\n"
+        "server:\n  url: ftp://x\n  timeout_seconds: never\n  verfy_tls: false\non_local_delete: shred\nlog_level: 7\n"
     )
 
     with pytest.raises(ConfigError) as caught:

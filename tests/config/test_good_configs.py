@@ -165,9 +165,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert config.state_dir == tmp_path / "etc" / "st"
 
 
-def test_home_and_variables_are_expanded(
-    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_home_and_variables_are_expanded(tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """~ and $VARIABLES in paths are expanded."""
     monkeypatch.setenv("MIRRORS", str(tmp_path / "m"))
     path = write(tmp_path / "c.yaml", f"server:\n  url: {URL}\nroot: $MIRRORS/a\nstate_dir: ~/st\n")
@@ -178,9 +176,7 @@ def test_home_and_variables_are_expanded(
     assert config.state_dir == isolated_home / "st"
 
 
-def test_explicit_path_wins_over_environment_and_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_explicit_path_wins_over_environment_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--config is used even when $CONVSYNC_CONFIG and the default file exist."""
     explicit = write(tmp_path / "explicit.yaml", f"server:\n  url: {URL}/explicit\n")
     from_env = write(tmp_path / "env.yaml", f"server:\n  url: {URL}/env\n")

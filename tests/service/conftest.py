@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -59,11 +61,21 @@ class NotifyListener:
                 hits = sum(1 for got in lines if got == predicate_line)
             return lines if hits >= times else None
 
-        result = wait_until(
-            arrived, timeout=timeout, what=f"{times}x {predicate_line!r} on the notify socket"
-        )
+        result = wait_until(arrived, timeout=timeout, what=f"{times}x {predicate_line!r} on the notify socket")
         assert result is not None
         return result
+
+    def wait_for_exit(self, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int | None:
+        """Wait for ``proc`` to exit while reading the socket (a full datagram queue would stall its sender)."""
+
+        def exited() -> bool:
+            self.lines()
+            return proc.poll() is not None
+
+        with contextlib.suppress(AssertionError):
+            wait_until(exited, timeout=timeout, what="the daemon to exit")
+        self.lines()
+        return proc.poll()
 
     def close(self) -> None:
         self.sock.close()

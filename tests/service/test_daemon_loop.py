@@ -157,9 +157,7 @@ def test_stop_releases_the_lock(start: Starter, config_file: Path) -> None:
         pass
 
 
-def test_reload_applies_the_changed_config(
-    start: Starter, notify_socket: NotifyListener, config_file: Path
-) -> None:
+def test_reload_applies_the_changed_config(start: Starter, notify_socket: NotifyListener, config_file: Path) -> None:
     """A reload request sends RELOADING=1, hands the re-read config to the engine, then READY=1."""
     running = start()
     notify_socket.wait_for("READY=1")
@@ -200,9 +198,7 @@ def test_reload_cannot_move_the_state_dir(
     """A reload that changes state_dir is refused (the lock belongs to the old one): restart instead."""
     running = start()
     notify_socket.wait_for("READY=1")
-    config_file.write_text(
-        config_file.read_text().replace(str(tmp_path / "state"), str(tmp_path / "elsewhere"))
-    )
+    config_file.write_text(config_file.read_text().replace(str(tmp_path / "state"), str(tmp_path / "elsewhere")))
 
     running.daemon.request_reload()
 

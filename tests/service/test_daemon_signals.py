@@ -39,9 +39,7 @@ def daemon(tmp_path: Path, notify_socket: NotifyListener) -> Iterator[DaemonProc
     """`run_daemon` with the fake engine in its own process, stderr announced as the journal stream."""
     config = tmp_path / "config.yaml"
     state = tmp_path / "state"
-    config.write_text(
-        f"server:\n  url: http://127.0.0.1:9/api/v2\nroot: {tmp_path / 'r'}\nstate_dir: {state}\n"
-    )
+    config.write_text(f"server:\n  url: http://127.0.0.1:9/api/v2\nroot: {tmp_path / 'r'}\nstate_dir: {state}\n")
     stderr = tmp_path / "stderr"
     engine_log = tmp_path / "engine.log"
     with stderr.open("wb") as err:
@@ -85,7 +83,7 @@ def test_sigterm_stops_gracefully_with_exit_0(daemon: DaemonProcess) -> None:
 
     daemon.proc.send_signal(signal.SIGTERM)
 
-    assert daemon.proc.wait(timeout=30) == 0
+    assert daemon.notify.wait_for_exit(daemon.proc) == 0
     assert "STOPPING=1" in daemon.notify.lines()
     assert daemon.engine_calls() == ["start", "stop 20"]
 
@@ -96,7 +94,7 @@ def test_sigint_stops_gracefully_with_exit_0(daemon: DaemonProcess) -> None:
 
     daemon.proc.send_signal(signal.SIGINT)
 
-    assert daemon.proc.wait(timeout=30) == 0
+    assert daemon.notify.wait_for_exit(daemon.proc) == 0
     assert daemon.engine_calls()[-1] == "stop 20"
 
 
@@ -110,19 +108,17 @@ def test_sighup_reloads_the_config(daemon: DaemonProcess) -> None:
     lines = daemon.notify.wait_for("READY=1", times=2)
     assert "RELOADING=1" in lines
     assert any(line.startswith("MONOTONIC_USEC=") for line in lines)
-    wait_until(
-        lambda: "reload log_level=debug" in daemon.engine_calls(), what="the engine to get the new config"
-    )
+    wait_until(lambda: "reload log_level=debug" in daemon.engine_calls(), what="the engine to get the new config")
     assert daemon.proc.poll() is None
     daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.proc.wait(timeout=30) == 0
+    assert daemon.notify.wait_for_exit(daemon.proc) == 0
 
 
 def test_log_lines_use_journald_priorities(daemon: DaemonProcess) -> None:
     """With stderr announced as $JOURNAL_STREAM every log line starts with a <N> priority, without a time."""
     daemon.notify.wait_for("READY=1")
     daemon.proc.send_signal(signal.SIGTERM)
-    daemon.proc.wait(timeout=30)
+    daemon.notify.wait_for_exit(daemon.proc)
 
     lines = daemon.log().splitlines()
     assert "<6>convsync.daemon: ready: the first full scan is done" in lines

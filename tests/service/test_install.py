@@ -42,9 +42,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     key.write_text("s4w_install-test")
     key.chmod(0o600)
     path = tmp_path / "config.yaml"
-    path.write_text(
-        f"server:\n  url: http://127.0.0.1:9/api/v2\n  api_key_file: {key}\nroot: {tmp_path / 'r'}\n"
-    )
+    path.write_text(f"server:\n  url: http://127.0.0.1:9/api/v2\n  api_key_file: {key}\nroot: {tmp_path / 'r'}\n")
     return path
 
 
@@ -53,9 +51,7 @@ def unit_file(home: Path) -> Path:
 
 
 @pytest.mark.usefixtures("no_systemctl")
-def test_install_without_systemctl_writes_unit_and_prints_commands(
-    isolated_home: Path, config_file: Path
-) -> None:
+def test_install_without_systemctl_writes_unit_and_prints_commands(isolated_home: Path, config_file: Path) -> None:
     """Without systemctl the unit is written to the user's systemd dir and the exact commands are printed."""
     lines: list[str] = []
 
@@ -152,9 +148,7 @@ def test_uninstall_removes_unit_and_enablement(isolated_home: Path, config_file:
     assert "systemctl --user daemon-reload" in "\n".join(lines)
 
 
-def test_uninstall_with_systemctl_disables_first(
-    isolated_home: Path, config_file: Path, fake_systemctl: Path
-) -> None:
+def test_uninstall_with_systemctl_disables_first(isolated_home: Path, config_file: Path, fake_systemctl: Path) -> None:
     """With systemctl, uninstall runs disable --now before removing the unit, then daemon-reload."""
     install(config_file, start=False, say=lambda _: None)
     fake_systemctl.write_text("")

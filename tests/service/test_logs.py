@@ -46,9 +46,7 @@ def announce_journal(stream: TextIO, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
 
 
-def test_journald_lines_carry_priority_and_no_time(
-    stderr_file: TextIO, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_journald_lines_carry_priority_and_no_time(stderr_file: TextIO, monkeypatch: pytest.MonkeyPatch) -> None:
     """With stderr announced in $JOURNAL_STREAM, lines are `<N>logger: message` with the syslog priority N."""
     announce_journal(stderr_file, monkeypatch)
     setup_logging(stream=stderr_file)
@@ -64,9 +62,7 @@ def test_journald_lines_carry_priority_and_no_time(
     ]
 
 
-def test_journald_traceback_lines_keep_the_priority(
-    stderr_file: TextIO, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_journald_traceback_lines_keep_the_priority(stderr_file: TextIO, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every line of a multi-line record (a traceback) starts with the record's priority."""
     announce_journal(stderr_file, monkeypatch)
     setup_logging(stream=stderr_file)

@@ -57,9 +57,7 @@ def run_under_mdwe(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_write_execute_mapping_is_refused_under_the_filter() -> None:
     """The emulated filter is in force: a W+X mapping fails with EPERM (the control for the next test)."""
-    probe = (
-        "import mmap\ntry:\n    mmap.mmap(-1, 4096, prot=7)\nexcept PermissionError:\n    print('refused')\n"
-    )
+    probe = "import mmap\ntry:\n    mmap.mmap(-1, 4096, prot=7)\nexcept PermissionError:\n    print('refused')\n"
 
     done = run_under_mdwe(sys.executable, "-c", probe)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from convsync.notify import Notifier
+import pytest
+
+from convsync.notify import SEND_TIMEOUT_SECONDS, Notifier
 from tests.service.conftest import NotifyListener
 
 
@@ -71,6 +73,20 @@ def test_unreachable_socket_is_not_an_error(tmp_path: object) -> None:
     assert notifier.ready() is False
 
 
+def test_a_listener_that_stopped_reading_does_not_stall_the_sender(notify_socket: NotifyListener) -> None:
+    """Once the receiver's datagram queue is full a send gives up after a short timeout instead of blocking."""
+    notifier = Notifier({"NOTIFY_SOCKET": notify_socket.address})
+    for _ in range(10_000):  # fill the queue (net.unix.max_dgram_qlen datagrams, or the buffer)
+        started = time.monotonic()
+        if not notifier.status("filling"):
+            break
+    else:
+        pytest.fail("the queue never filled up")
+
+    assert time.monotonic() - started < SEND_TIMEOUT_SECONDS + 0.5
+    assert notify_socket.messages  # the queued ones are still there to read
+
+
 def test_unsupported_address_is_ignored() -> None:
     """A relative path or a vsock: address is not ours to use."""
     assert not Notifier({"NOTIFY_SOCKET": "relative.sock"}).enabled
@@ -84,10 +100,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
 
 def test_watchdog_for_another_pid_is_ignored() -> None:
     """A WATCHDOG_PID that is not ours means the watchdog is meant for another process."""
-    assert (
-        Notifier({"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid() + 1)}).watchdog_interval()
-        is None
-    )
+    assert Notifier({"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid() + 1)}).watchdog_interval() is None
     assert Notifier({"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval() == 1.5
 
 

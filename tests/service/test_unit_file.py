@@ -57,9 +57,7 @@ def test_unit_verifies_without_warnings(tmp_path: Path) -> None:
     """systemd-analyze --user verify passes with empty stderr (ExecStart pointed at this venv's convsync)."""
     assert VENV_CONVSYNC.exists(), "pip install -e . puts the convsync script next to the interpreter"
     unit = tmp_path / "convsync.service"
-    unit.write_text(
-        UNIT.read_text().replace(f"ExecStart={DEFAULT_EXEC_START}", f"ExecStart={VENV_CONVSYNC} run")
-    )
+    unit.write_text(UNIT.read_text().replace(f"ExecStart={DEFAULT_EXEC_START}", f"ExecStart={VENV_CONVSYNC} run"))
 
     done = verify(unit, tmp_path)
 
