@@ -81,9 +81,7 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="convsync", description="Mirror Agent API conversations as local folders."
-    )
+    parser = argparse.ArgumentParser(prog="convsync", description="Mirror Agent API conversations as local folders.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="the Agent API base URL, e.g. https://host/tenants/T/api/v2")
     p.add_argument("--root", type=Path, help="the mirror root (default ~/Conversations)")
     p.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    p.add_argument("--api-key-file", type=Path, default=None, help="private file holding the API key (for services)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
@@ -148,7 +147,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convsync.config import write_initial_config
 
         return write_initial_config(
-            config_path=args.config, url=args.url, root=args.root, api_key_env=args.api_key_env, force=args.force
+            config_path=args.config,
+            url=args.url,
+            root=args.root,
+            api_key_env=args.api_key_env,
+            force=args.force,
+            api_key_file=args.api_key_file,
         )
     if args.command == "service":
         from convsync import service

@@ -878,9 +878,7 @@ server:
   url: {url}
   # Where the API key comes from: exactly one of api_key_env, api_key_file, api_key_command.
   # Under systemd, $CREDENTIALS_DIRECTORY/{credential} (LoadCredential=) wins when it exists.
-  api_key_env: {api_key_env}
-  # api_key_file: ~/.config/convsync/api-key    # must be private: chmod 600
-  # api_key_command: "pass show sema4/api-key"   # the first line it prints is the key
+{key_lines}
 
 # The mirror root: one folder per agent, one folder per conversation inside.
 root: {root}
@@ -911,42 +909,28 @@ def write_initial_config(
     api_key_env: str | None,
     force: bool,
     *,
+    api_key_file: Path | None = None,
     out: Callable[[str], None] | None = None,
 ) -> int:
-    """``convsync init``: write a commented config (0600), create the root and its marker; say what next."""
+    """``convsync init``: write a commented config (0600), create the root and its marker; say what next.
+
+    The key source is ``api_key_env`` (default ``CONVSYNC_API_KEY``) or, for a service, ``api_key_file``.
+    """
     say = out or print
     file = paths.config_file(config_path)
     env = (api_key_env or DEFAULT_API_KEY_ENV).strip()
-    problems: list[str] = []
-    if not url:
-        problems.append(f"--url is required: convsync init --url {_URL_EXAMPLE}")
-    else:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"--url {_short(url)!r} is not an http(s) URL; e.g. --url {_URL_EXAMPLE}")
-    if not _ENV_NAME.fullmatch(env) or _LOOKS_LIKE_KEY.match(env):
-        problems.append(
-            "--api-key-env must name an environment variable (not hold the key), "
-            f"e.g. --api-key-env {DEFAULT_API_KEY_ENV}"
-        )
-    if file.exists() and not force:
-        problems.append(f"{file} already exists; pass --force to overwrite it")
+    key_file = api_key_file.expanduser().absolute() if api_key_file is not None else None
     root_dir = (root or Path(DEFAULT_ROOT)).expanduser().absolute()
-    if root_dir.exists() and not root_dir.is_dir():
-        problems.append(f"the root {root_dir} exists and is not a folder; choose another with --root")
-    if problems:
+    problems = _init_problems(file, url, root_dir, env, both_sources=bool(api_key_env and key_file), force=force)
+    if problems or url is None:
         for problem in problems:
             print(f"convsync init: {redact(problem)}", file=sys.stderr)
         return Exit.USAGE
-    assert url is not None
-
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     text = _INITIAL_CONFIG.format(
-        url=quoted(url.strip().rstrip("/")),
-        api_key_env=env,
-        root=quoted(str(root_dir)),
+        url=_quoted(url.strip().rstrip("/")),
+        key_lines="\n".join(_initial_key_lines(env, key_file)),
+        root=_quoted(str(root_dir)),
         credential=CREDENTIAL_NAME,
     )
     paths.ensure_private_dir(file.parent)
@@ -963,14 +947,71 @@ def write_initial_config(
         say(f"The mirror root {root_dir} already has its {paths.ROOT_MARKER_NAME} marker.")
 
     config_arg = f" --config {shlex.quote(str(file))}" if config_path is not None else ""
-    key_step = (
-        f"  {env} is set in this shell; a service needs the key in a file or a credential (docs/service.md)"
-        if os.environ.get(env, "").strip()
-        else f"  export {env}=<your API key>   (or set server.api_key_file in {file})"
-    )
+    if key_file is not None:
+        key_step = _key_file_step(key_file)
+    elif os.environ.get(env, "").strip():
+        key_step = f"  {env} is set in this shell; a service needs the key in a file (docs/service.md)"
+    else:
+        key_step = f"  export {env}=<your API key>   (or: convsync init --force --api-key-file FILE)"
     say("Next:")
-    say(key_step)
+    if key_step:
+        say(key_step)
     say(f"  convsync doctor{config_arg}      checks the config, the key and the server")
     say(f"  convsync run{config_arg}         mirrors in the foreground")
     say(f"  convsync service install{config_arg}   or: runs it as a systemd user service")
     return Exit.OK
+
+
+def _init_problems(
+    file: Path, url: str | None, root_dir: Path, env: str, *, both_sources: bool, force: bool
+) -> list[str]:
+    problems: list[str] = []
+    if both_sources:
+        problems.append("give either --api-key-env or --api-key-file, not both")
+    if not url:
+        problems.append(f"--url is required: convsync init --url {_URL_EXAMPLE}")
+    else:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"--url {_short(url)!r} is not an http(s) URL; e.g. --url {_URL_EXAMPLE}")
+    if not _ENV_NAME.fullmatch(env) or _LOOKS_LIKE_KEY.match(env):
+        problems.append(
+            "--api-key-env must name an environment variable (not hold the key), "
+            f"e.g. --api-key-env {DEFAULT_API_KEY_ENV}"
+        )
+    if file.exists() and not force:
+        problems.append(f"{file} already exists; pass --force to overwrite it")
+    if root_dir.exists() and not root_dir.is_dir():
+        problems.append(f"the root {root_dir} exists and is not a folder; choose another with --root")
+    return problems
+
+
+def _quoted(value: str) -> str:
+    """A YAML double-quoted scalar."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _initial_key_lines(env: str, key_file: Path | None) -> list[str]:
+    if key_file is not None:
+        lines = [
+            f"  api_key_file: {_quoted(str(key_file))}   # must be private: chmod 600",
+            f"  # api_key_env: {DEFAULT_API_KEY_ENV}",
+        ]
+    else:
+        example = paths.user_config_dir() / "api-key"
+        lines = [f"  api_key_env: {env}", f"  # api_key_file: {example}   # must be private: chmod 600"]
+    lines.append('  # api_key_command: "pass show sema4/api-key"   # the first line it prints is the key')
+    return lines
+
+
+def _key_file_step(key_file: Path) -> str:
+    """What is left to do about the key file ``init`` was given ("" when it is ready)."""
+    try:
+        mode = stat.S_IMODE(key_file.stat().st_mode)
+    except FileNotFoundError:
+        return f"  put your key into {key_file}: (umask 077; printf '%s\\n' '<your API key>' > {key_file})"
+    except OSError as exc:
+        return f"  make {key_file} readable: {_os_reason(exc)}"
+    if mode & 0o077:
+        return f"  chmod 600 {key_file}   (convsync refuses a key file others can read)"
+    return ""

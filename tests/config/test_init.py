@@ -106,3 +106,45 @@ def test_init_command_line(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert config.is_file()
     assert (tmp_path / "r" / ".convsync-root").is_file()
+
+
+def test_init_with_key_file_writes_a_config_that_reads_it(tmp_path: Path) -> None:
+    """--api-key-file makes server.api_key_file the key source; the config then loads with that key."""
+    key = tmp_path / "api-key"
+    key.write_text("s4w_from-file\n")
+    key.chmod(0o600)
+    config_file = tmp_path / "c.yaml"
+
+    write_initial_config(config_file, URL, tmp_path / "r", None, False, api_key_file=key, out=lambda _: None)
+
+    config = load_config(config_file)
+    assert config.api_key == "s4w_from-file"
+    assert config.api_key_source == f"file {key}"
+
+
+def test_init_with_missing_key_file_says_how_to_create_it(tmp_path: Path) -> None:
+    """When the key file does not exist yet, the next steps show the private way to write it."""
+    lines: list[str] = []
+    key = tmp_path / "api-key"
+
+    write_initial_config(tmp_path / "c.yaml", URL, tmp_path / "r", None, False, api_key_file=key, out=lines.append)
+
+    assert any(f"(umask 077; printf '%s\\n' '<your API key>' > {key})" in line for line in lines)
+
+
+def test_init_refuses_two_key_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--api-key-env and --api-key-file together are refused with exit 2."""
+    code = write_initial_config(tmp_path / "c.yaml", URL, tmp_path / "r", "MY_KEY", False, api_key_file=tmp_path / "k")
+
+    assert code == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_init_quotes_awkward_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root whose name holds quotes, backslashes and `: ` still round-trips through the YAML."""
+    root = tmp_path / 'my "mirror": a\\b #1'
+    monkeypatch.setenv("CONVSYNC_API_KEY", "s4w_k")
+
+    write_initial_config(tmp_path / "c.yaml", URL, root, None, False, out=lambda _: None)
+
+    assert load_config(tmp_path / "c.yaml").root == root
