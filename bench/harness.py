@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 import httpx
 
 from convsync.emulator import EmulatorOptions, EmulatorServer
+from convsync.emulator.seed import seed_conversations
+from convsync.mirror import engine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -155,18 +157,15 @@ def requests_since(emu: Any, since: float, *, methods: Sequence[str] = (), path_
     return [
         r
         for r in list(emu.requests)
-        if r.started >= since
-        and (not methods or r.method in methods)
-        and (not path_part or path_part in r.path)
+        if r.started >= since and (not methods or r.method in methods) and (not path_part or path_part in r.path)
     ]
 
 
 # ---------------------------------------------------------------------------------------------- mirror root
 
 
-def make_root(parent: Path) -> Path:
-    """A mirror root with its ``.convsync-root`` marker."""
-    root = parent / "root"
+def make_root(root: Path) -> Path:
+    """A mirror root at ``root`` with its ``.convsync-root`` marker."""
     root.mkdir(parents=True, exist_ok=True)
     (root / ".convsync-root").touch()
     return root
@@ -183,9 +182,7 @@ def conversation_folders(root: Path) -> dict[str, Path]:
 
 def folder_of(root: Path, cid: str, timeout: float = 60.0) -> Path:
     """The folder the daemon made for conversation ``cid`` (waits for it to appear)."""
-    return wait_until(
-        lambda: conversation_folders(root).get(cid), timeout, f"the folder of conversation {cid}"
-    )
+    return wait_until(lambda: conversation_folders(root).get(cid), timeout, f"the folder of conversation {cid}")
 
 
 def editor_save(path: Path, text: str) -> float:
@@ -528,9 +525,7 @@ def workdir(chosen: Path | None, prefix: str) -> Iterator[Path]:
 
 def http(emu: Any, timeout: float = 60.0) -> Any:
     """An httpx client for the emulator (the benches' own baselines and set-up talk to it over the wire)."""
-    return httpx.Client(
-        base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=timeout
-    )
+    return httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=timeout)
 
 
 def create_conversation(emu: Any, aid: str, name: str) -> str:
@@ -551,8 +546,6 @@ def finished(record: Any) -> bool:
 
 def seed(emu: Any, aid: str, conversations: int, messages: int) -> list[str]:
     """Seed the emulator's store directly (``convsync.emulator.seed``); the new conversation ids."""
-    from convsync.emulator.seed import seed_conversations  # noqa: PLC0415 - only the scale benches need it
-
     return seed_conversations(emu, aid, conversations, messages)
 
 
@@ -576,10 +569,4 @@ def wait_mirrored(root: Path, cids: Sequence[str], timeout: float) -> float:
 
 def engine_concurrency() -> int:
     """How many conversations the daemon's engine handles at once (the baselines use the same)."""
-    from convsync.mirror import engine  # noqa: PLC0415 - read lazily: only the scale benches need it
-
-    for name in ("WORKERS", "DEFAULT_WORKERS", "MAX_WORKERS", "CONCURRENCY"):
-        value = getattr(engine, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 4
+    return engine.WORKERS

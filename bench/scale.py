@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ import httpx
 # A rate limit far above what the machine can serve: phase 1 measures the mirror, not the client's limiter
 # (at the default 30 requests / 10 s, 1,000 conversations take 5.5 minutes by construction).
 UNLIMITED = (100_000, 1.0)
+IDLE_RATE = (30, 10.0)  # the default of config.example.yaml
 
 
 def replay(url: str, paths_file: str, concurrency: int) -> None:
@@ -105,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
             ready = daemon.wait_ready(timeout=1800)
             mirrored = h.wait_mirrored(root, cids, timeout=1800)
             first_mirror = max(ready, mirrored) - daemon.started
-            gets = [
-                r for r in h.requests_since(emu, daemon.started, methods=("GET",)) if r.started <= mirrored
-            ]
+            gets = [r for r in h.requests_since(emu, daemon.started, methods=("GET",)) if r.started <= mirrored]
             mirror_peak = h.peak_rss(daemon.pid)
 
-            # Phase 2: idle; the window opens once the daemon is done with what follows the mirror.
-            time.sleep(1.0)
+            # Phase 2: idle, under the configuration a user runs (the default rate limit), applied by SIGHUP.
+            h.write_config(
+                config, url=emu.base_url, root=root, state_dir=work / "state", rate_limit=IDLE_RATE, poll=poll
+            )
+            hup = time.time()
+            daemon.proc.send_signal(signal.SIGHUP)
+            h.wait_until(lambda: daemon.notify.first("READY=1", since=hup), 60, "READY=1 after the reload")
+            time.sleep(2.0)  # let the reload's own list pass finish; the window measures the idle daemon
             before = h.proc_sample(daemon.pid)
             sampler = h.Sampler(daemon.pid, interval=0.5)
             time.sleep(args.idle_seconds)
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         paths_file.write_text(json.dumps([r.path + (f"?{r.query}" if r.query else "") for r in gets]))
         spawned = time.time()
         out = subprocess.run(
-            [sys.executable, __file__, "--replay", emu.base_url, str(paths_file), str(concurrency)],
+            [sys.executable, __file__, "--replay", emu.origin, str(paths_file), str(concurrency)],
             env={"CONVSYNC_API_KEY": emu.api_key, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu_pct = 100.0 * (after.cpu - before.cpu) / window
     idle_rss = max(s.rss for s in samples)
     rate = len(idle_requests) / window
-    budget = poll_budget(window, poll, 1, len(cids)) / window
+    schedule = poll_budget(window, poll, 1, len(cids)) / window
+    budget = min(schedule, IDLE_RATE[0] / IDLE_RATE[1])
     n, m = args.conversations, args.messages
     h.report(
         f"scale ({n} conversations x {m} messages; idle {args.idle_seconds:g} s)",
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"<= {1.3 * baseline:.3g} s (1.3x)",
                 first_mirror <= 1.3 * baseline,
             ),
+            h.Row("READY=1 after (first full scan)", ready - daemon.started, "s"),
             h.Row("first mirror GET requests", len(gets), "", inner["requests"]),
             h.Row(
                 "first mirror peak RSS",
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{UNLIMITED[0]:,}/{UNLIMITED[1]:g} s; poll {poll}",
             f"baseline: httpx replay of the daemon's {len(gets)} GETs, {inner['seconds']:.2f} s in-script "
             f"({inner['bytes'] / h.MiB:.1f} MiB of bodies); both timed from process spawn",
-            f"idle window {window:.1f} s: {len(idle_requests)} requests "
+            f"idle: rate limit {IDLE_RATE[0]}/{IDLE_RATE[1]:g} s applied by SIGHUP; poll schedule allows "
+            f"{schedule:.3g} req/s; window {window:.1f} s: {len(idle_requests)} requests "
             + str(sorted({r.route or r.path.rsplit("/", 1)[-1] for r in idle_requests})),
         ],
     )
