@@ -38,9 +38,7 @@ def _measure(emu: Any, cid: str, folder: Path, saves: int, idle: Any) -> list[fl
         text = f"bench prompt {i} {uuid.uuid4().hex[:8]}\n"
         saved = h.editor_save(prompt, text)
         record = h.wait_until(
-            lambda b=before: (
-                (r := h.requests_since(emu, 0, methods=("POST",), path_part=f"{cid}/stream"))[b:] and r[b]
-            ),
+            lambda b=before: (r := h.requests_since(emu, 0, methods=("POST",), path_part=f"{cid}/stream"))[b:] and r[b],
             30,
             f"the stream request of save {i}",
         )
@@ -63,9 +61,7 @@ def _daemon_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int) ->
 
         def idle() -> None:
             # prompt.txt is emptied once the prompt is taken; status says idle once the reply is in.
-            h.wait_until(
-                lambda: (folder / "prompt.txt").read_text().strip() == "", 30, "prompt.txt to be taken"
-            )
+            h.wait_until(lambda: (folder / "prompt.txt").read_text().strip() == "", 30, "prompt.txt to be taken")
             status = folder / "status"
             h.wait_until(
                 lambda: not status.exists() or status.read_text().startswith("idle"),

@@ -82,9 +82,7 @@ def _daemon_run(emu: Any, aid: str, work: Path, prompt: str) -> tuple[list[float
             deltas = _deltas_after(emu, since)
             final = "".join(d.text for d in deltas).encode()
             # The whole reply is on disk at the latest once the daemon has rendered the final message.
-            h.wait_until(
-                lambda: final in (folder / "transcript.md").read_bytes(), 30, "the whole reply on disk"
-            )
+            h.wait_until(lambda: final in (folder / "transcript.md").read_bytes(), 30, "the whole reply on disk")
         finally:
             tail.close()
     lat, missing = _latencies(deltas, tail, prompt.encode())
@@ -128,11 +126,7 @@ def baseline_streamer(url: str, aid: str, cid: str, out: str, prompt: str) -> No
             path = str(delta.get("path", ""))
             if delta.get("op") == "concat_string" and path.endswith(("/text", "/thought")):
                 os.write(fd, str(delta["value"]).encode())
-            elif (
-                delta.get("op") == "add"
-                and path.startswith("/content/")
-                and isinstance(delta.get("value"), dict)
-            ):
+            elif delta.get("op") == "add" and path.startswith("/content/") and isinstance(delta.get("value"), dict):
                 part = delta["value"]
                 os.write(fd, str(part.get("text") or part.get("thought") or "").encode())
             elif delta.get("op") == "add" and path == "/content" and isinstance(delta.get("value"), list):
@@ -164,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             h.Row("deltas not found in file", missing, "", base_missing, "0", missing == 0),
         ],
-        notes=[
-            f"{n} deltas (baseline {base_n}); baseline: httpx SSE client appending each text delta to a file"
-        ],
+        notes=[f"{n} deltas (baseline {base_n}); baseline: httpx SSE client appending each text delta to a file"],
     )
     return 0
 
