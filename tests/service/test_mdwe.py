@@ -70,3 +70,21 @@ def test_python_with_pyarrow_ssl_sqlite_and_inotify_works_under_the_filter() -> 
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "workload ok"
+
+
+def test_workload_also_runs_under_the_kernels_mdwe_prctl() -> None:
+    """Newer systemd uses prctl(PR_SET_MDWE) (Linux >= 6.3) instead of seccomp; the workload runs under it too."""
+    prelude = (
+        "import ctypes, sys\n"
+        "if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:\n"  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+        "    print('unsupported'); sys.exit(0)\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + WORKLOAD], capture_output=True, text=True, cwd=REPO, timeout=120, check=False
+    )
+
+    if done.stdout.strip() == "unsupported":
+        pytest.skip("this kernel has no PR_SET_MDWE")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "workload ok"
