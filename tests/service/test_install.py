@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from convsync.service import exec_start, install, systemd_quote, uninstall
+from convsync.service import convsync_command, exec_start, install, systemd_quote, uninstall
 from tests.service.test_unit_file import needs_systemd_analyze, settings, verify
 
 VENV_CONVSYNC = Path(sys.executable).parent / "convsync"
@@ -170,6 +170,52 @@ def test_exec_start_includes_config_from_environment(tmp_path: Path, monkeypatch
 def test_exec_start_without_config_uses_the_default() -> None:
     """Without --config or $CONVSYNC_CONFIG the service reads the default config file."""
     assert exec_start(None) == f"{VENV_CONVSYNC} run"
+
+
+def fake_interpreter(directory: Path) -> Path:
+    """An interpreter path in ``directory`` (a symlink to this Python), as a venv or a distribution has one."""
+    directory.mkdir(parents=True)
+    interpreter = directory / "python3"
+    interpreter.symlink_to(sys.executable)
+    return interpreter
+
+
+def test_command_is_the_script_next_to_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a venv or a pipx venv the convsync script sits next to the interpreter and is used directly."""
+    interpreter = fake_interpreter(tmp_path / "venv/bin")
+    script = tmp_path / "venv/bin/convsync"
+    script.write_text(f"#!{interpreter}\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+
+    assert convsync_command() == [str(script)]
+
+
+def test_command_is_a_user_script_for_this_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install --user`: a convsync on PATH whose #! names this interpreter is used."""
+    interpreter = fake_interpreter(tmp_path / "usr/bin")
+    user_bin = tmp_path / "home/.local/bin"
+    user_bin.mkdir(parents=True)
+    script = user_bin / "convsync"
+    script.write_text(f"#!{interpreter}\nimport convsync\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    monkeypatch.setenv("PATH", str(user_bin))
+
+    assert convsync_command() == [str(script)]
+
+
+def test_command_ignores_a_script_of_another_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A convsync on PATH that belongs to another interpreter is not used: `python -m convsync` instead."""
+    interpreter = fake_interpreter(tmp_path / "usr/bin")
+    other_bin = tmp_path / "other/bin"
+    other_bin.mkdir(parents=True)
+    (other_bin / "convsync").write_text("#!/opt/other/python3\n")
+    (other_bin / "convsync").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    monkeypatch.setenv("PATH", str(other_bin))
+
+    assert convsync_command() == [str(interpreter), "-m", "convsync"]
 
 
 def test_systemd_quoting() -> None:
