@@ -73,15 +73,13 @@ class Gateway:
         route = self.route_name(scope)
         status = [0]
         notes: list[str] = []
+        recorded = False
 
-        async def logged_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, logged_send, route, notes)
-        finally:
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             self.runtime.record_request(
                 RequestRecord(
                     method=scope["method"],
@@ -94,6 +92,18 @@ class Gateway:
                     fault="; ".join(notes) or None,
                 )
             )
+
+        async def logged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif not message.get("more_body", False):
+                record()  # before the last bytes leave: a complete answer is always in the log already
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, logged_send, route, notes)
+        finally:
+            record()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, route: str | None, notes: list[str]) -> None:
         options = self.runtime.options
