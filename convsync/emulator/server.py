@@ -25,7 +25,6 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import uvicorn
-from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from convsync.emulator import wire
@@ -55,8 +54,8 @@ def _protocol_class(runtime: Runtime) -> type[H11Protocol]:
             runtime.transports.add(transport)
             inner = self.app
 
-            async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-                scope[TRANSPORT_KEY] = transport  # type: ignore[literal-required]
+            async def app(scope: Any, receive: Any, send: Any) -> None:  # uvicorn's ASGI types, passed through
+                scope[TRANSPORT_KEY] = transport
                 await inner(scope, receive, send)
 
             self.app = app
