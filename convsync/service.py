@@ -121,20 +121,13 @@ def _shebang_runs(script: Path, interpreter: Path) -> bool:
 
 
 def exec_start(config_path: Path | None) -> str:
-    """The unit's ``ExecStart=`` value: this convsync's ``run``, with ``--config`` when one was chosen.
+    """The unit's ``ExecStart=`` value: this convsync's ``run --config FILE``.
 
-    A config chosen through ``$CONVSYNC_CONFIG`` is written out too: the service does not see the shell.
+    FILE is the config this shell would use (``--config``, ``$CONVSYNC_CONFIG``, the user config dir), as an
+    absolute path: the service sees neither the shell's ``$CONVSYNC_CONFIG`` nor its ``$XDG_CONFIG_HOME``.
     """
-    words = [*convsync_command(), "run"]
-    chosen = config_path if config_path is not None else _config_from_env()
-    if chosen is not None:
-        words += ["--config", str(chosen.expanduser().absolute())]
+    words = [*convsync_command(), "run", "--config", str(paths.config_file(config_path).absolute())]
     return " ".join(systemd_quote(w) for w in words)
-
-
-def _config_from_env() -> Path | None:
-    value = os.environ.get(paths.CONFIG_ENV, "").strip()
-    return Path(value) if value else None
 
 
 def unit_path() -> Path:

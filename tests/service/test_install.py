@@ -167,9 +167,9 @@ def test_exec_start_includes_config_from_environment(tmp_path: Path, monkeypatch
     assert exec_start(None).endswith(f" run --config {tmp_path / 'c.yaml'}")
 
 
-def test_exec_start_without_config_uses_the_default() -> None:
-    """Without --config or $CONVSYNC_CONFIG the service reads the default config file."""
-    assert exec_start(None) == f"{VENV_CONVSYNC} run"
+def test_exec_start_names_the_default_config_explicitly(isolated_home: Path) -> None:
+    """Without --config or $CONVSYNC_CONFIG the default file is written out (the service has no XDG_CONFIG_HOME)."""
+    assert exec_start(None) == f"{VENV_CONVSYNC} run --config {isolated_home / '.config/convsync/config.yaml'}"
 
 
 def fake_interpreter(directory: Path) -> Path:

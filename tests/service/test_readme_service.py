@@ -50,4 +50,4 @@ def test_readme_service_commands_run_as_written(isolated_home: Path, tmp_path: P
     key_file = isolated_home / ".config/convsync/api-key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     unit = settings((isolated_home / ".config/systemd/user/convsync.service").read_text())
-    assert unit["ExecStart"] == f"{bin_dir / 'convsync'} run"
+    assert unit["ExecStart"] == f"{bin_dir / 'convsync'} run --config {isolated_home / '.config/convsync/config.yaml'}"
