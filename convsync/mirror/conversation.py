@@ -45,7 +45,15 @@ from convsync.errors import (
 )
 from convsync.mirror import dataframes, filesync, inbox
 from convsync.mirror.context import ConversationContext, Reporter
-from convsync.mirror.folders import DATA_FRAMES, FILES, INBOX, TRANSCRIPT, populate_conversation
+from convsync.mirror.folders import (
+    CONVERSATION_MARKER,
+    DATA_FRAMES,
+    FILES,
+    INBOX,
+    TRANSCRIPT,
+    populate_conversation,
+    read_marker,
+)
 from convsync.mirror.names import OutsideRoot, keys_of, name_key
 from convsync.mirror.plan import Backoff
 from convsync.mirror.prompt import (
@@ -68,6 +76,7 @@ ACTIVE_SECONDS = 300.0  # a conversation with activity this recent is polled at 
 LIVE_GRACE_SECONDS = 120.0  # how long a streamed tail may run ahead of the server before it is re-rendered
 OUTBOX_BACKOFF_CAP = 30.0
 PROGRESS_EVERY_SECONDS = 0.5
+FOLDER_QUIET_SECONDS = 2.0  # a folder whose entries changed more recently may be being deleted
 
 
 @dataclass(slots=True)
@@ -168,7 +177,10 @@ class Reconcile:
         try:
             if not self.folder.is_dir():
                 return Outcome(gone=True)
-            populate_conversation(self.ctx.root, self.folder, self.cid)
+            if read_marker(self.folder / CONVERSATION_MARKER) != self.cid:
+                return Outcome(gone=True)  # being deleted, or the marker was removed: the agent pass decides
+            if self._settled():
+                populate_conversation(self.ctx.root, self.folder, self.cid)  # put back what the user deleted
             for hint in self.flags.inbox_hints:
                 self.rt.tracker.hint(hint)
             self._scan_inbox()
@@ -218,6 +230,18 @@ class Reconcile:
             return Outcome(sent=self._sent)
         finally:
             self._final_status()
+
+    def _settled(self) -> bool:
+        """Whether the folder's entries have not changed for a moment. Missing pieces are put back only then:
+        while ``rm -r`` empties the folder, recreating them would make it fail with "Directory not empty"."""
+        try:
+            age = time.time() - self.folder.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age >= FOLDER_QUIET_SECONDS:
+            return True
+        self._recheck_in(FOLDER_QUIET_SECONDS - age)
+        return False
 
     def _transient(self, exc: ApiError, problem: str) -> Outcome:
         delay = self.rt.backoff.failed()
@@ -482,7 +506,7 @@ class Reconcile:
         try:
             return (self.folder / TRANSCRIPT).stat().st_size != expected
         except FileNotFoundError:
-            return True
+            return self._settled()  # deleted: regenerated once the folder is quiet (it may be going away)
 
     def _sync_transcript(self, messages: Sequence[Message], *, live: bool = False) -> bool:
         """Bring ``transcript.md`` in line with ``messages``. Returns True when the file now holds exactly

@@ -34,7 +34,7 @@ from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
 from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits
-from convsync.mirror.conversation import ConversationRuntime, Flags, Outcome, Reconcile
+from convsync.mirror.conversation import FOLDER_QUIET_SECONDS, ConversationRuntime, Flags, Outcome, Reconcile
 from convsync.mirror.folders import (
     CONVERSATION_MARKER,
     DATA_FRAMES,
@@ -81,6 +81,7 @@ REQUESTS_PER_POLL = 2  # messages, plus files/frames for active conversations (a
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 0.5
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
+DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
 JobKey = tuple[str, str]
 LISTS: JobKey = ("lists", "")
@@ -170,6 +171,7 @@ class Engine:
         self._agent_index: dict[str, str] = {}  # agent folder → agent id
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
         self._vanished_agents: set[str] = set()
+        self._delete_grace: dict[str, float] = {}  # conversation → when its folder was first seen gone
         self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
         self._server_trouble = False
         self._heartbeat = time.monotonic()
@@ -587,6 +589,8 @@ class Engine:
             pending_creates=self._state.pending_creates(agent.id),
             policy=self._config.on_local_delete,
         )
+        deletes = {a.cid for a in actions if isinstance(a, DeleteRemote)}
+        self._delete_grace = {cid: t for cid, t in self._delete_grace.items() if cid in deletes}
         for action in actions:
             try:
                 self._apply(agent, agent_dir, action)
@@ -624,13 +628,25 @@ class Engine:
             self._state.set_conversation_folder(action.cid, action.folder)
             self._bound(action.cid, agent.folder, action.folder, new=False)
         elif isinstance(action, RestoreMarker):
-            write_marker(root, child(root, agent_dir, action.folder), CONVERSATION_MARKER, action.cid)
+            folder = child(root, agent_dir, action.folder)
+            age = time.time() - folder.stat().st_mtime
+            if age < FOLDER_QUIET_SECONDS:  # maybe being deleted right now: look again when it is quiet
+                self._schedule(("agent", agent.id), FOLDER_QUIET_SECONDS - age + 0.1)
+                return
+            write_marker(root, folder, CONVERSATION_MARKER, action.cid)
         elif isinstance(action, MoveAside):
             self._move_aside(agent, agent_dir, action)
         elif isinstance(action, Detach):
             self._state.set_conversation_status(action.cid, "detached")
             log.info("the folder of conversation %s was deleted: detached (the server keeps it)", action.cid)
         elif isinstance(action, DeleteRemote):
+            # Wait a moment before deleting on the server: a folder deleted together with the others (the
+            # safety valve) or moved back in the meantime must not lose its conversation.
+            first = self._delete_grace.setdefault(action.cid, time.monotonic())
+            if time.monotonic() - first < DELETE_GRACE_SECONDS:
+                self._schedule(("agent", agent.id), DELETE_GRACE_SECONDS + 0.1)
+                return
+            del self._delete_grace[action.cid]
             with contextlib.suppress(NotFound):
                 self._client.delete_conversation(agent.id, action.cid)
             self._state.set_conversation_status(action.cid, "deleted")
