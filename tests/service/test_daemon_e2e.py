@@ -85,23 +85,31 @@ def setup(emu: EmulatorServer, tmp_path: Path) -> Setup:
     return result
 
 
-@pytest.fixture
-def daemon(setup: Setup, notify_socket: NotifyListener) -> Iterator[subprocess.Popen[bytes]]:
-    """`convsync run --config …` with its own NOTIFY_SOCKET and a 0.4 s watchdog."""
-    with setup.log.open("wb") as log:
-        proc = subprocess.Popen(
+def launch(setup: Setup, notify: NotifyListener) -> subprocess.Popen[bytes]:
+    """`convsync run --config …` with its own NOTIFY_SOCKET and a 0.4 s watchdog; its output goes to setup.log."""
+    with setup.log.open("ab") as log:
+        return subprocess.Popen(
             [sys.executable, "-m", "convsync", "run", "--config", str(setup.config)],
-            env=setup.env(NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="400000", PYTHONFAULTHANDLER="1"),
+            env=setup.env(NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="400000", PYTHONFAULTHANDLER="1"),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
         )
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def daemon(setup: Setup, notify_socket: NotifyListener) -> Iterator[subprocess.Popen[bytes]]:
+    proc = launch(setup, notify_socket)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+        reap(proc)
 
 
 def test_run_announces_ready_status_watchdog_and_stopping(
@@ -151,6 +159,39 @@ def test_reload_keeps_a_prompt_queued_while_the_server_fails(
     daemon.send_signal(signal.SIGTERM)
     assert setup.exit_code(daemon, notify_socket) == 0, setup.log.read_text()
     assert emu.user_messages(cid) == ["hello across a reload"]
+
+
+def test_prompt_queued_at_sigterm_is_delivered_after_restart(setup: Setup, notify_socket: NotifyListener) -> None:
+    """SIGTERM while a prompt waits for a failing server: exit 0, and the next daemon delivers it exactly once."""
+    emu = setup.emu
+    first = launch(setup, notify_socket)
+    try:
+        notify_socket.wait_for("READY=1")
+        cid = emu.create_conversation(emu.agent_id("Demo Agent"), "Across a restart")
+        folder = wait_until(lambda: setup.folder_of(cid), timeout=30, what="the conversation's folder")
+        emu.add_fault(FaultRule(method="POST", route="stream_message", status=503))
+        emu.add_fault(FaultRule(method="POST", route="post_message", status=503))
+        (folder / "prompt.txt").write_text("still here after a restart\n")
+        wait_until(lambda: taken(folder / "prompt.txt"), timeout=30, what="the prompt to be taken")
+
+        first.send_signal(signal.SIGTERM)
+
+        assert setup.exit_code(first, notify_socket) == 0, setup.log.read_text()
+    finally:
+        reap(first)
+    assert emu.user_messages(cid) == []
+    emu.clear_faults()
+    second_notify = NotifyListener()
+    second = launch(setup, second_notify)
+    try:
+        second_notify.wait_for("READY=1")
+        wait_until(lambda: emu.user_messages(cid), timeout=60, what="the queued prompt to reach the server")
+        second.send_signal(signal.SIGTERM)
+        assert setup.exit_code(second, second_notify) == 0, setup.log.read_text()
+    finally:
+        reap(second)
+        second_notify.close()
+    assert emu.user_messages(cid) == ["still here after a restart"]
 
 
 @pytest.mark.skipif(not MDWE_SUPPORTED, reason="the seccomp emulation is written for x86_64 Linux")
