@@ -252,7 +252,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
         if row is None:
             raise ApiFault(404, f"File {file_ref} not found")
         handle = store.blob_path(cid, row.file_id).open("rb")  # opened now: a replaced file keeps streaming
-        return StreamingResponse(_read_chunks(handle), media_type=row.mime_type)
+        return _FileResponse(handle, media_type=row.mime_type)
 
     @router.get("/agents/{aid}/conversations/{cid}/data-frames", name="list_data_frames")
     async def list_data_frames(aid: str, cid: str, num_samples: int = 0) -> Any:
@@ -307,8 +307,8 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
             raise ApiFault(500, _FRAME_SLICE_FAILED) from None
         handle = target.open("rb")
         target.unlink()  # the open handle keeps the data until the stream ends
-        return StreamingResponse(
-            _read_chunks(handle),
+        return _FileResponse(
+            handle,
             media_type="application/octet-stream",
             headers={"Content-Disposition": _attachment(f"{data_frame_name}.parquet")},
         )
@@ -347,6 +347,22 @@ def _forget(runtime: Runtime) -> Any:
             logger.error("agent run failed", exc_info=task.exception())
 
     return done
+
+
+class _FileResponse(StreamingResponse):
+    """Streams an open file and closes it however the response ends: a client that goes away before the
+    body's first read (a throttled answer, a killed client) leaves the generator unstarted, so its own
+    ``finally`` never runs."""
+
+    def __init__(self, handle: Any, **kwargs: Any) -> None:
+        super().__init__(_read_chunks(handle), **kwargs)
+        self._handle = handle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._handle.close()
 
 
 async def _read_chunks(handle: Any) -> AsyncIterator[bytes]:
