@@ -45,6 +45,7 @@ class Hint:
     path: Path
     kind: HintKind
     is_directory: bool = False
+    source: Path | None = None  # for ``moved_to``: where it came from, when that was inside the root
 
 
 def watch_limit_message(root: Path, limit: int | None, rescan_seconds: float) -> str:
@@ -99,7 +100,8 @@ def _hints_of(event: FileSystemEvent) -> list[Hint]:
         if event.src_path:
             hints.append(Hint(_path(event.src_path), "moved_from", is_dir))
         if event.dest_path:
-            hints.append(Hint(_path(event.dest_path), "moved_to", is_dir))
+            source = _path(event.src_path) if event.src_path else None
+            hints.append(Hint(_path(event.dest_path), "moved_to", is_dir, source))
         return hints
     if isinstance(event, FileCreatedEvent | DirCreatedEvent):
         return [Hint(_path(event.src_path), "created", is_dir)]

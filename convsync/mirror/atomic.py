@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 TEMP_PREFIX = ".convsync-tmp-"
@@ -64,6 +65,24 @@ def append_record(target: Path, data: bytes | str) -> int:
         return os.fstat(fd).st_size
     finally:
         os.close(fd)
+
+
+def create_empty_file(path: Path) -> bool:
+    """Create ``path`` as an empty file unless something exists there; True if it was created.
+
+    ``mknod`` creates it without opening it, so no close-after-write event follows (which the watcher would
+    take for a user's save); where that is not allowed, it is opened and closed.
+    """
+    try:
+        os.mknod(path, 0o644 | stat.S_IFREG)
+    except FileExistsError:
+        return False
+    except (PermissionError, NotImplementedError, AttributeError):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return False
+    return True
 
 
 def read_text_if_exists(path: Path) -> str | None:

@@ -86,18 +86,20 @@ class Flags:
     local: bool = False  # the folder changed (or a rescan): prompts, inbox, outbox
     poll: bool = False  # time to ask the server for messages (and files/frames when due)
     full: bool = False  # ``convsync sync``: everything, now
-    prompt_signal: bool = False  # a close-after-write or a rename onto prompt.txt was seen
+    # When (time.time_ns) a close-after-write or a rename onto prompt.txt was last seen; 0: none. A signal
+    # counts only for a file not written after it: a writer that wrote again after that close is still busy.
+    prompt_signal_ns: int = 0
     inbox_hints: set[str] = field(default_factory=set)
 
     def merge(self, other: Flags) -> None:
         self.local |= other.local
         self.poll |= other.poll
         self.full |= other.full
-        self.prompt_signal |= other.prompt_signal
+        self.prompt_signal_ns = max(self.prompt_signal_ns, other.prompt_signal_ns)
         self.inbox_hints |= other.inbox_hints
 
     def __bool__(self) -> bool:
-        return self.local or self.poll or self.full or self.prompt_signal or bool(self.inbox_hints)
+        return self.local or self.poll or self.full or bool(self.prompt_signal_ns) or bool(self.inbox_hints)
 
 
 @dataclass(slots=True)
@@ -131,9 +133,9 @@ class ConversationRuntime:
             flags, self.flags = self.flags, Flags()
         return flags
 
-    def pop_prompt_signal(self) -> bool:
+    def pop_prompt_signal(self) -> int:
         with self.flags_lock:
-            signal, self.flags.prompt_signal = self.flags.prompt_signal, False
+            signal, self.flags.prompt_signal_ns = self.flags.prompt_signal_ns, 0
         return signal
 
     def touch(self) -> None:
@@ -184,7 +186,7 @@ class Reconcile:
             for hint in self.flags.inbox_hints:
                 self.rt.tracker.hint(hint)
             self._scan_inbox()
-            self._take_prompt(self.flags.prompt_signal or self.rt.pop_prompt_signal())
+            self._take_prompt(max(self.flags.prompt_signal_ns, self.rt.pop_prompt_signal()))
             replied = self._send_outbox()
             if self.flags.poll or self.flags.full or self._transcript_out_of_step():
                 self._sync_transcript(self.ctx.client.get_messages(self.aid, self.cid))
@@ -306,7 +308,7 @@ class Reconcile:
 
     # --- 2. prompt.txt --------------------------------------------------------------------------------------
 
-    def _take_prompt(self, signalled: bool) -> None:
+    def _take_prompt(self, signal_ns: int) -> None:
         prompt = self.folder / PROMPT
         leftover = (self.folder / TAKING).exists()
         if not leftover:
@@ -316,6 +318,7 @@ class Reconcile:
                 return
             if st.st_size == 0:
                 return
+            signalled = signal_ns >= st.st_mtime_ns > 0
             if self.flags.full:
                 signalled = signalled or not open_for_writing(prompt)
             if not should_take(
@@ -485,8 +488,8 @@ class Reconcile:
                     break
                 else:
                     tail.on_event(event, self.ctx.clock.now())
-                if self.rt.pop_prompt_signal():
-                    self._take_prompt(True)  # prompt.txt is taken at once even while a reply streams
+                if signal := self.rt.pop_prompt_signal():
+                    self._take_prompt(signal)  # prompt.txt is taken at once even while a reply streams
                 if self.ctx.stopping():
                     return False
         finally:

@@ -154,6 +154,9 @@ class Engine:
         self._clock = ServerClock()
         self._traits = ServerTraits()
         self._cond = threading.Condition()
+        # Agent passes never overlap: two passes planning the same agent from their own snapshots would both
+        # create a conversation for one new folder (and detach the first), or move aside one just created.
+        self._agents_lock = threading.RLock()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -433,7 +436,8 @@ class Engine:
         elif kind == "agent":
             agent = next((a for a in self._state.agents() if a.id == ident), None)
             if agent is not None:
-                self._agent_pass(agent, None)
+                with self._agents_lock:
+                    self._agent_pass(agent, None)
         elif kind == "conv":
             rt = self._runtime(ident)
             outcome = self._run_conversation(ident, rt.pop())
@@ -480,8 +484,9 @@ class Engine:
         """Resolve agents and plan each against its conversation list; returns the server's error, if any."""
         try:
             for agent in self._resolve_agents():
-                remote = self._client.list_conversations(agent.id)
-                self._agent_pass(agent, remote)
+                with self._agents_lock:  # the listing must not be older than the bindings it is planned with
+                    remote = self._client.list_conversations(agent.id)
+                    self._agent_pass(agent, remote)
         except ApiError as exc:
             if isinstance(exc, AuthError):
                 message = f"the server refused the API key: {exc}"
@@ -563,7 +568,8 @@ class Engine:
         """Plan every agent against the disk only, and look at every conversation folder."""
         for agent in self._state.agents():
             if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
-                self._agent_pass(agent, None)
+                with self._agents_lock:
+                    self._agent_pass(agent, None)
         if schedule:
             now = time.monotonic()
             with self._cond:
@@ -684,7 +690,7 @@ class Engine:
         with self._cond:
             if key in self._orphan_signals:
                 self._orphan_signals.discard(key)
-                flags.prompt_signal = True
+                flags.prompt_signal_ns = time.time_ns()
             self._folder_index[key] = cid
         rt.add(flags)
         self._schedule(("conv", cid))
@@ -763,7 +769,7 @@ class Engine:
         cid = self._folder_index.get(key)
         name = parts[2]
         if cid is None:
-            if name == PROMPT and hint.kind in ("closed", "moved_to"):
+            if name == PROMPT and _is_save(hint):
                 with self._cond:
                     self._orphan_signals.add(key)
             if aid:
@@ -775,8 +781,8 @@ class Engine:
                 return  # our own writes
             if name.startswith(TEMP_PREFIX) or name == TAKING:
                 return
-            if name == PROMPT and hint.kind in ("closed", "moved_to"):
-                flags.prompt_signal = True
+            if name == PROMPT and _is_save(hint):
+                flags.prompt_signal_ns = time.time_ns()
             if name == CONVERSATION_MARKER and aid:
                 self._schedule(("agent", aid), debounce, debounce=True)
         elif name in (FILES, DATA_FRAMES):
@@ -825,3 +831,10 @@ class Engine:
             / config.rate_limit_window_seconds,
             requests_per_poll=REQUESTS_PER_POLL,
         )
+
+
+def _is_save(hint: Hint) -> bool:
+    """A close after writing, or a rename onto the file — except convsync's own swap of ``prompt.txt``."""
+    if hint.kind == "closed":
+        return True
+    return hint.kind == "moved_to" and (hint.source is None or hint.source.name != TAKING)

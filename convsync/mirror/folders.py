@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convsync.errors import RootUnavailable
-from convsync.mirror.atomic import TEMP_PREFIX, fsync_dir, write_atomic
+from convsync.mirror.atomic import TEMP_PREFIX, create_empty_file, fsync_dir, write_atomic
 from convsync.mirror.names import child, inside, keys_of, unique_name
 from convsync.mirror.plan import LocalFolder, LocalListing
 from convsync.mirror.prompt import PROMPT
@@ -116,10 +116,8 @@ def populate_conversation(root: Path, folder: Path, cid: str) -> None:
         path = folder / sub
         if not path.is_dir() and not path.is_symlink():
             path.mkdir(exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(folder / PROMPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(folder / TRANSCRIPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    create_empty_file(folder / PROMPT)
+    create_empty_file(folder / TRANSCRIPT)
     status = folder / STATUS
     if not status.exists():
         write_atomic(status, "idle\n", durable=False)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from convsync.mirror.atomic import write_atomic
+from convsync.mirror.atomic import create_empty_file, write_atomic
 
 PROMPT = "prompt.txt"
 TAKING = ".prompt.taking"
@@ -106,12 +106,7 @@ def sha256_hex(data: bytes) -> str:
 
 def ensure_prompt_file(folder: Path) -> bool:
     """Create an empty ``prompt.txt`` unless one exists (never replaces a file); True if it created one."""
-    try:
-        fd = os.open(folder / PROMPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    os.close(fd)
-    return True
+    return create_empty_file(folder / PROMPT)
 
 
 def take(
@@ -144,7 +139,8 @@ def _swap_in_empty(prompt: Path, taking: Path) -> bool:
     renameat2 = _renameat2()
     if renameat2 is None:
         return False
-    os.close(os.open(taking, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    if not create_empty_file(taking):
+        raise FileExistsError(f"{taking} exists")  # the caller recovers a leftover before coming here
     if renameat2(_AT_FDCWD, os.fsencode(prompt), _AT_FDCWD, os.fsencode(taking), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
