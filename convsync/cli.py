@@ -57,6 +57,13 @@ def exit_code_for(exc: BaseException) -> Exit:
 
 
 def _message_for(exc: BaseException) -> str:
+    from convsync.logs import redact
+
+    # Any message may quote a server answer or a library's text: never let a secret through.
+    return redact(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, errors.ConfigError):
         return "convsync: configuration problem:\n" + "\n".join(f"  - {p}" for p in exc.problems)
     if isinstance(exc, errors.AuthError):
