@@ -33,8 +33,10 @@ def test_stop_joins_every_thread(mirror: Mirror) -> None:
 def test_summary_counts_conversations_and_queue(mirror: Mirror) -> None:
     """The one-line summary names conversations and what is queued."""
     chat(mirror)
-    assert mirror.engine is not None
-    summary = mirror.engine.summary()
+    engine = mirror.engine
+    assert engine is not None
+    wait_until(lambda: engine.summary().conversations == 1, 10)
+    summary = engine.summary()
     assert (summary.conversations, summary.queued_prompts, summary.queued_uploads) == (1, 0, 0)
     assert str(summary) == "1 conversation, 0 prompts and 0 uploads queued"
 
