@@ -766,12 +766,12 @@ class Engine:
             self._schedule(("agent", aid) if aid else RESCAN, debounce, debounce=True)
             return
         key = (parts[0], parts[1])
-        cid = self._folder_index.get(key)
         name = parts[2]
+        with self._cond:  # atomic with _bound: a save in a folder being bound is never lost
+            cid = self._folder_index.get(key)
+            if cid is None and name == PROMPT and _is_save(hint):
+                self._orphan_signals.add(key)
         if cid is None:
-            if name == PROMPT and _is_save(hint):
-                with self._cond:
-                    self._orphan_signals.add(key)
             if aid:
                 self._schedule(("agent", aid), debounce, debounce=True)
             return
