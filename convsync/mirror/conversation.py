@@ -194,15 +194,14 @@ class Reconcile:
                 self.flags.full
                 or replied
                 or self._messages_changed
-                or not self.rt.files_checked
-                or (self.flags.poll and self.rt.active)
+                or (self.flags.poll and (self.rt.active or not self.rt.files_checked))
             ):
                 self._sync_files()
                 self._export_frames()
                 self.rt.files_checked = True
-            if not self._outbox_failing():
+            if not self._outbox_failing():  # everything that was tried worked
                 report.clear()
-            self.rt.backoff.succeeded()
+                self.rt.backoff.succeeded()
             return Outcome(sent=self._sent)
         except RateLimited as exc:
             return self._transient(exc, "the server asks convsync to slow down (rate limit)")

@@ -264,7 +264,7 @@ class Engine:
         if failure is not None:
             self._local_pass()
         errors: list[str] = [str(failure)] if failure is not None else []
-        cids = [c.id for c in self._state.conversations(status="active")]
+        cids = [c.id for c in self._active_conversations()]
         for cid in cids:
             outcome = self._run_conversation(cid, Flags(local=True, poll=True, full=True))
             if failure is None and outcome is not None:
@@ -275,11 +275,12 @@ class Engine:
         if failure is not None:
             raise failure
         counts = self._state.outbox_counts()
-        return SyncReport(len(self._state.agents()), len(cids), counts.prompts, counts.uploads, tuple(errors))
+        agents = len(self._configured_agents())
+        return SyncReport(agents, len(cids), counts.prompts, counts.uploads, tuple(errors))
 
     def summary(self) -> Summary:
         counts = self._state.outbox_counts()
-        n = len(self._state.conversations(status="active"))
+        n = len(self._active_conversations())
         problem = self._problems.get("root") or next(iter(self._problems.values()), None)
         return Summary(n, counts.prompts, counts.uploads, problem)
 
@@ -434,7 +435,7 @@ class Engine:
         elif kind == "rescan":
             self._local_pass(schedule=True)
         elif kind == "agent":
-            agent = next((a for a in self._state.agents() if a.id == ident), None)
+            agent = next((a for a in self._configured_agents() if a.id == ident), None)
             if agent is not None:
                 with self._agents_lock:
                     self._agent_pass(agent, None)
@@ -449,7 +450,7 @@ class Engine:
         now = time.monotonic()
         pending = set(self._state.conversations_with_pending())
         with self._cond:
-            for row in self._state.conversations(status="active"):
+            for row in self._active_conversations():
                 rt = self._runtime(row.id)
                 rt.add(Flags(local=True))
                 self._due.setdefault(("conv", row.id), now)
@@ -564,16 +565,35 @@ class Engine:
         self._rebuild_index()
         return rows
 
+    def _configured_agents(self) -> list[AgentRow]:
+        """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone)."""
+        selectors = self._config.agents
+        if not selectors:
+            return self._state.agents()
+        return [
+            a
+            for a in self._state.agents()
+            if any(
+                (sel.id is not None and sel.id == a.id)
+                or (sel.name is not None and sel.name.casefold() == a.name.casefold())
+                for sel in selectors
+            )
+        ]
+
+    def _active_conversations(self) -> list[ConversationRow]:
+        agents = {a.id for a in self._configured_agents()}
+        return [c for c in self._state.conversations(status="active") if c.agent_id in agents]
+
     def _local_pass(self, *, schedule: bool = False) -> None:
         """Plan every agent against the disk only, and look at every conversation folder."""
-        for agent in self._state.agents():
+        for agent in self._configured_agents():
             if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
                 with self._agents_lock:
                     self._agent_pass(agent, None)
         if schedule:
             now = time.monotonic()
             with self._cond:
-                for row in self._state.conversations(status="active"):
+                for row in self._active_conversations():
                     self._runtime(row.id).add(Flags(local=True))
                     self._due.setdefault(("conv", row.id), now)
                 self._cond.notify_all()
@@ -702,6 +722,7 @@ class Engine:
             rt = self._runtimes.get(cid)
             if rt is None:
                 rt = self._runtimes[cid] = ConversationRuntime(cid)
+            if cid not in self._next_poll:
                 # First polls are spread over the idle interval, so a restart does not burst the server.
                 spread = random.uniform(0, max(1.0, self._intervals.idle))  # noqa: S311 (not for secrets)
                 self._next_poll[cid] = time.monotonic() + spread
@@ -709,10 +730,10 @@ class Engine:
 
     def _run_conversation(self, cid: str, flags: Flags) -> Outcome | None:
         row = self._state.conversation(cid)
-        if row is None or row.status != "active":
-            return None
-        agent = next((a for a in self._state.agents() if a.id == row.agent_id), None)
-        if agent is None:
+        agent = next((a for a in self._configured_agents() if row and a.id == row.agent_id), None)
+        if row is None or row.status != "active" or agent is None:
+            with self._cond:
+                self._next_poll.pop(cid, None)  # detached, deleted, or its agent no longer mirrored
             return None
         rt = self._runtime(cid)
         if not rt.lock.acquire(timeout=5):
@@ -805,18 +826,14 @@ class Engine:
             self._state.set_meta("root", root)
 
     def _rebuild_index(self) -> None:
-        agents = {a.id: a.folder for a in self._state.agents()}
-        index = {
-            (agents[c.agent_id], c.folder): c.id
-            for c in self._state.conversations(status="active")
-            if c.agent_id in agents
-        }
+        agents = {a.id: a.folder for a in self._configured_agents()}
+        index = {(agents[c.agent_id], c.folder): c.id for c in self._active_conversations()}
         with self._cond:
             self._agent_index = {folder: aid for aid, folder in agents.items()}
             self._folder_index = index
 
     def _update_intervals(self) -> None:
-        rows = self._state.conversations(status="active")
+        rows = self._active_conversations()
         n_active = sum(1 for r in rows if (rt := self._runtimes.get(r.id)) is not None and rt.active)
         config = self._config
         self._intervals = poll_intervals(
