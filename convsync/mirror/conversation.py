@@ -181,7 +181,7 @@ class Reconcile:
                 return Outcome(gone=True)
             if read_marker(self.folder / CONVERSATION_MARKER) != self.cid:
                 return Outcome(gone=True)  # being deleted, or the marker was removed: the agent pass decides
-            if self._settled():
+            if self._incomplete() and self._settled():
                 populate_conversation(self.ctx.root, self.folder, self.cid)  # put back what the user deleted
             for hint in self.flags.inbox_hints:
                 self.rt.tracker.hint(hint)
@@ -231,6 +231,9 @@ class Reconcile:
             return Outcome(sent=self._sent)
         finally:
             self._final_status()
+
+    def _incomplete(self) -> bool:
+        return not all((self.folder / name).exists() for name in (PROMPT, INBOX, FILES, DATA_FRAMES))
 
     def _settled(self) -> bool:
         """Whether the folder's entries have not changed for a moment. Missing pieces are put back only then:
