@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from convsync.emulator import FaultRule
+from convsync.statusreport import collect
 from tests.integration.conftest import Mirror
 from tests.waiting import wait_until
 
@@ -99,3 +100,15 @@ def test_status_shows_the_error_and_errors_log_says_what_to_do(mirror: Mirror) -
     assert "1 prompt" in (folder / "status").read_text()
     mirror.emu.clear_faults()
     mirror.wait_idle(folder, 40)
+
+
+def test_status_reads_the_state_while_the_daemon_runs(mirror: Mirror) -> None:
+    """`convsync status` opens the state read-only and sees every conversation while the engine writes."""
+    folder, cid = chat(mirror)
+    (folder / "prompt.txt").write_text("counted")
+    wait_until(lambda: mirror.emu.user_messages(cid) == ["counted"], 10)
+    report = collect(mirror.config)
+    assert report is not None
+    assert report.root_ok
+    [entry] = report.conversations
+    assert (entry.folder, entry.id, entry.state) == ("Demo Agent/Chat", cid, "active")
