@@ -51,10 +51,14 @@ class ServerClock:
 class Reporter:
     """One conversation's voice: its ``status`` file, ``errors.log``, the state's activity, the log."""
 
-    def __init__(self, state: State, cid: str, folder: Path) -> None:
+    def __init__(
+        self, state: State, cid: str, folder: Path, *, recorded: tuple[str, str | None] | None = None
+    ) -> None:
+        """``recorded``: the (activity, last error) the state database already holds for the conversation."""
         self._state = state
         self._cid = cid
         self.folder = folder
+        self._recorded = recorded
         self._status: str | None = None
         self._problem: str | None = None
         self._logged: str | None = None
@@ -77,7 +81,7 @@ class Reporter:
             with contextlib.suppress(OSError):
                 if (self.folder / STATUS).read_text(encoding="utf-8").strip() == line:
                     self._status = line
-                    self._state.set_activity(self._cid, line, self._problem)
+                    self._record()
                     return
         self._status = line
         try:
@@ -86,7 +90,14 @@ class Reporter:
             pass  # the folder went away meanwhile; the agent pass notices
         except OSError as exc:
             log.warning("cannot write %s: %s", self.folder / STATUS, exc)
-        self._state.set_activity(self._cid, line, self._problem)
+        self._record()
+
+    def _record(self) -> None:
+        """Mirror the status line and problem into the state database (only when they changed)."""
+        now = (self._status or "", self._problem)
+        if now != self._recorded:
+            self._state.set_activity(self._cid, *now)
+            self._recorded = now
 
     def fail(self, problem: str, fix: str) -> None:
         """A problem the user should know about: logged once per distinct problem, shown until ``clear``."""
@@ -94,7 +105,7 @@ class Reporter:
         if problem != self._logged:
             self._logged = problem
             self.note(problem, fix)
-        self._state.set_activity(self._cid, self._status or "", problem)
+        self._record()
 
     def note(self, problem: str, fix: str = "", *, once: bool = False) -> None:
         """Append one line to ``errors.log`` (and the log) without changing the status.
@@ -120,7 +131,7 @@ class Reporter:
         if self._problem is not None:
             self._problem = None
             self._logged = None
-            self._state.set_activity(self._cid, self._status or "", None)
+            self._record()
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ from convsync.mirror.folders import (
     FILES,
     INBOX,
     TRANSCRIPT,
+    folder_fingerprint,
     populate_conversation,
     read_marker,
 )
@@ -123,6 +124,7 @@ class ConversationRuntime:
     files_checked: bool = False
     temps_cleaned: bool = False
     reporter: Reporter | None = None  # kept across passes, so each problem is logged once
+    seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
 
     def add(self, flags: Flags) -> None:
         with self.flags_lock:
@@ -231,6 +233,7 @@ class Reconcile:
             return Outcome(sent=self._sent)
         finally:
             self._final_status()
+            self.rt.seen = folder_fingerprint(self.folder)
 
     def _incomplete(self) -> bool:
         return not all((self.folder / name).exists() for name in (PROMPT, INBOX, FILES, DATA_FRAMES))

@@ -46,6 +46,7 @@ from convsync.mirror.folders import (
     create_agent_folder,
     create_conversation_folder,
     find_agent_folders,
+    folder_fingerprint,
     list_agent_folder,
     move_aside,
     populate_conversation,
@@ -591,12 +592,15 @@ class Engine:
                 with self._agents_lock:
                     self._agent_pass(agent, None)
         if schedule:
-            now = time.monotonic()
-            with self._cond:
-                for row in self._active_conversations():
-                    self._runtime(row.id).add(Flags(local=True))
-                    self._due.setdefault(("conv", row.id), now)
-                self._cond.notify_all()
+            folders = {a.id: a.folder for a in self._configured_agents()}
+            pending = set(self._state.conversations_with_pending())
+            root = self._config.root
+            for row in self._active_conversations():
+                rt = self._runtime(row.id)
+                # Only folders that changed since the last look (or with queued work) need one.
+                if row.id in pending or rt.seen != folder_fingerprint(root / folders[row.agent_id] / row.folder):
+                    rt.add(Flags(local=True))
+                    self._schedule(("conv", row.id))
 
     # --- one agent ------------------------------------------------------------------------------------------
 
@@ -748,7 +752,7 @@ class Engine:
     def _context(self, row: ConversationRow, agent: AgentRow, rt: ConversationRuntime) -> ConversationContext:
         folder = self._config.root / agent.folder / row.folder
         if rt.reporter is None or rt.reporter.folder != folder:
-            rt.reporter = Reporter(self._state, row.id, folder)
+            rt.reporter = Reporter(self._state, row.id, folder, recorded=(row.activity, row.last_error))
         return ConversationContext(
             root=self._config.root,
             agent_id=agent.id,

@@ -176,3 +176,18 @@ def move_aside(root: Path, agent_folder: str, folder_path: Path) -> Path:
         n += 1
     folder_path.rename(dest)
     return dest
+
+
+def folder_fingerprint(folder: Path) -> tuple[int, ...]:
+    """What a look at a conversation folder depends on: its entries, ``prompt.txt``, ``inbox/`` and
+    ``transcript.md`` (mtime and size of each). The periodic rescan looks only at folders whose fingerprint
+    changed since convsync last looked, so that a thousand idle folders cost a few thousand ``stat`` calls."""
+    out: list[int] = []
+    for path in (folder, folder / PROMPT, folder / INBOX, folder / TRANSCRIPT):
+        try:
+            st = path.stat()
+        except OSError:
+            out += [-1, -1]
+        else:
+            out += [st.st_mtime_ns, st.st_size]
+    return tuple(out)
