@@ -502,6 +502,9 @@ def run_campaign(settings: Settings, workdir: Path) -> Result:
                     result.problems.append(f"the daemon died by itself (exit {died}); see {daemon_log}")
                 result.kills += 1
                 result.phases[hit] += 1
+                if result.kills % 10 == 0:
+                    sent = sum(len(c.prompts) for c in convs)
+                    log(f"  {result.kills} kills, {sent} prompts written, {commits.total} files committed")
                 daemon.start()
         finally:
             workload.stop()
@@ -547,11 +550,11 @@ def run_campaign(settings: Settings, workdir: Path) -> Result:
 def _pick_phase(rng: random.Random, observer: Observer) -> str:
     """Mostly a phase that can happen now (so kills land inside real work), sometimes a blind one."""
     roll = rng.random()
-    if roll < 0.12:
-        return "random"
     if roll < 0.2:
+        return "random"
+    if roll < 0.28:
         return "startup"
-    if roll < 0.3:
+    if roll < 0.38:
         return "state-write"
     return rng.choice(observer.plausible() or ["random"])
 
@@ -559,13 +562,19 @@ def _pick_phase(rng: random.Random, observer: Observer) -> str:
 def _aim(rng: random.Random, phase: str, observer: Observer, daemon: Daemon, settings: Settings) -> str:
     """Wait for ``phase`` (or a random moment) and return what the kill landed in."""
     if phase == "random":
-        time.sleep(rng.uniform(0.05, 2.5))  # a random moment is the point here, not a condition
+        # A random moment is the point here, not a condition. Some lives are long: a file found at start-up
+        # waits for the unhinted quiet period (3 s) before its upload, and the work queued behind it with it.
+        time.sleep(rng.uniform(0.05, 7.0))
         return "random"
     if phase == "startup":
         time.sleep(rng.uniform(0.0, 0.6))
         return "startup"
     probe = observer.probe(phase)
-    deadline = time.monotonic() + rng.uniform(*settings.phase_wait)
+    low, high = settings.phase_wait
+    if phase in ("uploading", "upload-stored"):
+        # A file found at start-up must stay unchanged for the unhinted quiet period (3 s) before it goes.
+        low, high = low + 2.0, high + 3.0
+    deadline = time.monotonic() + rng.uniform(low, high)
     while time.monotonic() < deadline and daemon.alive():
         if probe():
             if phase not in ("prompt-stored", "upload-stored", "created", "state-write"):
