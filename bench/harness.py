@@ -124,7 +124,8 @@ def report(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
-    for note in notes:
+    load = os.getloadavg()
+    for note in [*notes, f"machine load average (1/5 min) {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} cores"]:
         print(f"   note: {note}")
     for r in rows:
         record = {

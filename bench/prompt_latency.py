@@ -27,8 +27,12 @@ import httpx
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+DEFAULT_RATE = (30, 10.0)  # config.example.yaml's default
+UNLIMITED = (100_000, 1.0)
+STALL_MS = 500
 
-def _measure(emu: Any, cid: str, folder: Path, saves: int, idle: Any) -> list[float]:
+
+def _measure(emu: Any, cid: str, folder: Path, saves: int, idle: Any, pause: float) -> list[float]:
     """Latencies (seconds) of ``saves`` saves of ``folder/prompt.txt``."""
     prompt = folder / "prompt.txt"
     latencies: list[float] = []
@@ -45,15 +49,22 @@ def _measure(emu: Any, cid: str, folder: Path, saves: int, idle: Any) -> list[fl
         latencies.append(record.started - saved)
         h.wait_until(lambda r=record: h.finished(r), 60, f"the reply of save {i}")
         idle()
-        time.sleep(rng.uniform(0.05, 0.25))  # pacing between saves, not synchronisation
+        time.sleep(rng.uniform(0.75 * pause, 1.25 * pause))  # pacing between saves, not synchronisation
     return latencies
 
 
-def _daemon_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int) -> list[float]:
-    cid = h.create_conversation(emu, aid, "prompt latency")
-    root = h.make_root(work / "daemon")
+def _daemon_run(
+    emu: Any, aid: str, work: Path, saves: int, debounce_ms: int, rate: tuple[int, float], pause: float
+) -> list[float]:
+    cid = h.create_conversation(emu, aid, f"prompt latency {rate[0]}")
+    root = h.make_root(work / f"daemon-{rate[0]}")
     config = h.write_config(
-        work / "daemon.yaml", url=emu.base_url, root=root, state_dir=work / "state", debounce_ms=debounce_ms
+        work / f"daemon-{rate[0]}.yaml",
+        url=emu.base_url,
+        root=root,
+        state_dir=work / f"state-{rate[0]}",
+        debounce_ms=debounce_ms,
+        rate_limit=rate,
     )
     with h.Daemon(config, work) as daemon:
         daemon.wait_ready()
@@ -70,11 +81,11 @@ def _daemon_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int) ->
             )
 
         # One warm-up save, not counted: the first request pays for imports and connection set-up.
-        _measure(emu, cid, folder, 1, idle)
-        return _measure(emu, cid, folder, saves, idle)
+        _measure(emu, cid, folder, 1, idle, pause)
+        return _measure(emu, cid, folder, saves, idle, pause)
 
 
-def _baseline_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int) -> list[float]:
+def _baseline_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int, pause: float) -> list[float]:
     cid = h.create_conversation(emu, aid, "prompt latency baseline")
     folder = work / "baseline"
     folder.mkdir()
@@ -97,8 +108,8 @@ def _baseline_run(emu: Any, aid: str, work: Path, saves: int, debounce_ms: int) 
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "watching":
             raise RuntimeError("the baseline watcher did not start")
-        _measure(emu, cid, folder, 1, lambda: None)
-        return _measure(emu, cid, folder, saves, lambda: None)
+        _measure(emu, cid, folder, 1, lambda: None, pause)
+        return _measure(emu, cid, folder, saves, lambda: None, pause)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -150,24 +161,34 @@ def baseline_watcher(folder: str, url: str, aid: str, cid: str, debounce_ms: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = h.size_args(argv, __doc__ or "", saves=(20, 200), debounce_ms=(100, 100))
+    args = h.size_args(argv, __doc__ or "", saves=(20, 200), debounce_ms=(100, 100), pause_s=(1.0, 1.0))
     ms = 1000.0
     with h.workdir(args.workdir, "cs-bench-prompt-") as work, h.emulator(chunk_delay=0.0) as emu:
         aid = emu.agent_id("Demo Agent")
-        base = _baseline_run(emu, aid, work, args.saves, args.debounce_ms)
-        mine = _daemon_run(emu, aid, work, args.saves, args.debounce_ms)
+        base = _baseline_run(emu, aid, work, args.saves, args.debounce_ms, args.pause_s)
+        mine = _daemon_run(emu, aid, work, args.saves, args.debounce_ms, DEFAULT_RATE, args.pause_s)
+        free = _daemon_run(emu, aid, work, args.saves, args.debounce_ms, UNLIMITED, args.pause_s)
     d = args.debounce_ms
     p50, p99 = h.percentile(mine, 50) * ms, h.percentile(mine, 99) * ms
+    f50, f99 = h.percentile(free, 50) * ms, h.percentile(free, 99) * ms
     b50, b99 = h.percentile(base, 50) * ms, h.percentile(base, 99) * ms
+    stalled = sum(1 for x in mine if x * ms > d + STALL_MS)
     h.report(
-        f"prompt latency (save → stream request; {args.saves} saves)",
+        f"prompt latency (save → stream request; {args.saves} saves, one every ~{args.pause_s:g} s + reply)",
         [
             h.Row("debounce", d, "ms"),
             h.Row("prompt latency p50", p50, "ms", b50, f"<= {d + 20} ms", p50 <= d + 20),
             h.Row("prompt latency p99", p99, "ms", b99, f"<= {d + 60} ms", p99 <= d + 60),
             h.Row("prompt latency max", max(mine) * ms, "ms", max(base) * ms),
+            h.Row(f"saves delayed > debounce + {STALL_MS} ms", stalled, "", None, "0", stalled == 0),
+            h.Row("no rate limit: prompt latency p50", f50, "ms", b50, f"<= {d + 20} ms", f50 <= d + 20),
+            h.Row("no rate limit: prompt latency p99", f99, "ms", b99, f"<= {d + 60} ms", f99 <= d + 60),
         ],
-        notes=["baseline: watchdog observer + the same debounce + one httpx POST, as a separate process"],
+        notes=[
+            "baseline: watchdog observer + the same debounce + one httpx POST, as a separate process",
+            f"daemon with the default rate limit {DEFAULT_RATE[0]}/{DEFAULT_RATE[1]:g} s, then with it lifted "
+            f"({UNLIMITED[0]:,}/{UNLIMITED[1]:g} s) to separate the save → send path from the limiter",
+        ],
     )
     return 0
 
