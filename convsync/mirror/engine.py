@@ -18,6 +18,7 @@ Jobs: ``("lists", "")`` resolves agents and plans every agent against the server
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import random
 import threading
@@ -80,7 +81,7 @@ WORKERS = 4
 POLL_BUDGET_SHARE = 0.5  # polling may use half of the client's rate limit; sends and transfers get the rest
 REQUESTS_PER_POLL = 2  # messages, plus files/frames for active conversations (averaged)
 HEALTH_STALL_SECONDS = 60.0
-SCHEDULER_TICK = 0.5
+SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
 DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
@@ -168,6 +169,7 @@ class Engine:
         self._busy: set[JobKey] = set()
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_poll: dict[str, float] = {}
+        self._timer_heap: list[tuple[float, str, str]] = []  # (when, "poll" | "recheck" | "retry", conversation)
         self._next_lists = 0.0
         self._next_rescan = 0.0
         self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
@@ -344,28 +346,38 @@ class Engine:
         if now >= self._next_rescan:
             self._due.setdefault(RESCAN, now)
             self._next_rescan = now + config.rescan_seconds
-        for cid, at in self._next_poll.items():
+        while self._timer_heap and self._timer_heap[0][0] <= now:
+            at, kind, cid = heapq.heappop(self._timer_heap)
             rt = self._runtimes.get(cid)
             if rt is None:
                 continue
-            if at <= now:
+            if kind == "poll":
+                if self._next_poll.get(cid) != at:
+                    continue  # superseded
                 rt.add(Flags(poll=True))
-                self._due.setdefault(("conv", cid), now)
-                self._next_poll[cid] = now + (self._intervals.active if rt.active else self._intervals.idle)
-            elif rt.active and at > now + self._intervals.active:
-                self._next_poll[cid] = now + self._intervals.active  # became active: poll soon
-            if rt.recheck_at is not None and rt.recheck_at <= now:
+                self._set_poll(cid, now + (self._intervals.active if rt.active else self._intervals.idle))
+            elif kind == "recheck":
+                if rt.recheck_at != at:
+                    continue
                 rt.recheck_at = None
                 rt.add(Flags(local=True))
-                self._due.setdefault(("conv", cid), now)
-            if rt.retry_at and rt.retry_at <= now:
+            elif kind == "retry":
+                if rt.retry_at != at:
+                    continue
                 rt.retry_at = 0.0
                 rt.add(Flags(local=True))
-                self._due.setdefault(("conv", cid), now)
+            self._due.setdefault(("conv", cid), now)
+
+    def _set_poll(self, cid: str, at: float) -> None:
+        """Poll ``cid`` at ``at`` (lock held); an earlier entry for it becomes stale."""
+        self._next_poll[cid] = at
+        heapq.heappush(self._timer_heap, (at, "poll", cid))
 
     def _dispatch(self, now: float) -> float:
         """Move due jobs to the queue; return when the next one falls due (lock held)."""
         wake = now + SCHEDULER_TICK
+        if self._timer_heap:
+            wake = min(wake, self._timer_heap[0][0])
         queued = set(self._queue)
         for key, at in list(self._due.items()):
             if at <= now and key not in self._busy and key not in queued:
@@ -475,10 +487,17 @@ class Engine:
             self._problem("server", f"the server cannot be reached or failed: {outcome.transient}")
         if outcome.auth is not None:
             self._problem("server", f"the server refused the API key: {outcome.auth}")
-        if outcome.sent:
-            with self._cond:
+        rt = self._runtimes.get(cid)
+        with self._cond:
+            if rt is not None and rt.recheck_at is not None:
+                heapq.heappush(self._timer_heap, (rt.recheck_at, "recheck", cid))
+            if rt is not None and rt.retry_at:
+                heapq.heappush(self._timer_heap, (rt.retry_at, "retry", cid))
+            if outcome.sent or (rt is not None and rt.active):
                 soon = time.monotonic() + self._intervals.active
-                self._next_poll[cid] = min(self._next_poll.get(cid, soon), soon)
+                if self._next_poll.get(cid, soon + 1) > soon:
+                    self._set_poll(cid, soon)  # active: poll at the fast rate from now on
+            self._cond.notify_all()
 
     # --- the lists pass: agents and conversations against the server ----------------------------------------
 
@@ -729,7 +748,7 @@ class Engine:
             if cid not in self._next_poll:
                 # First polls are spread over the idle interval, so a restart does not burst the server.
                 spread = random.uniform(0, max(1.0, self._intervals.idle))  # noqa: S311 (not for secrets)
-                self._next_poll[cid] = time.monotonic() + spread
+                self._set_poll(cid, time.monotonic() + spread)
             return rt
 
     def _run_conversation(self, cid: str, flags: Flags) -> Outcome | None:
