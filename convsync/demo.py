@@ -24,10 +24,7 @@ CONVERSATION = "Quarterly sales"
 DEMO_KEY = "s4w_demo-key"
 KEY_ENV = "CONVSYNC_DEMO_API_KEY"
 SALES_CSV = (
-    "date,region,units,revenue\n"
-    "2025-01-31,North,120,2400.5\n"
-    "2025-02-28,South,95,1900.0\n"
-    "2025-03-31,East,143,2860.25\n"
+    "date,region,units,revenue\n2025-01-31,North,120,2400.5\n2025-02-28,South,95,1900.0\n2025-03-31,East,143,2860.25\n"
 )
 STEP_TIMEOUT = 15.0
 
@@ -106,9 +103,7 @@ def run_demo(keep: bool, directory: Path | None) -> int:
     from convsync.emulator import EmulatorOptions, EmulatorServer
 
     base = (
-        directory.expanduser().resolve()
-        if directory is not None
-        else Path(tempfile.mkdtemp(prefix="convsync-demo-"))
+        directory.expanduser().resolve() if directory is not None else Path(tempfile.mkdtemp(prefix="convsync-demo-"))
     )
     base.mkdir(parents=True, exist_ok=True)
     root = base / "Conversations"

@@ -85,9 +85,7 @@ def print_status(config: Config, as_json: bool) -> int:
     if report is None:
         message = f"no state yet: convsync has not run with this configuration (root {config.root})"
         if as_json:
-            print(
-                json.dumps({"root": str(config.root), "state_db": None, "conversations": [], "note": message})
-            )
+            print(json.dumps({"root": str(config.root), "state_db": None, "conversations": [], "note": message}))
         else:
             print(message)
         return 0
@@ -95,10 +93,7 @@ def print_status(config: Config, as_json: bool) -> int:
         print(json.dumps(asdict(report), indent=2, ensure_ascii=False))
         return 0
     out = sys.stdout
-    print(
-        f"root: {report.root}"
-        + ("" if report.root_ok else f"  (MISSING {ROOT_MARKER}: is the disk mounted?)")
-    )
+    print(f"root: {report.root}" + ("" if report.root_ok else f"  (MISSING {ROOT_MARKER}: is the disk mounted?)"))
     print(f"state: {report.state_db}")
     active = [c for c in report.conversations if c.state == "active"]
     others = [c for c in report.conversations if c.state != "active"]

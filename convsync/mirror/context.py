@@ -51,9 +51,7 @@ class ServerClock:
 class Reporter:
     """One conversation's voice: its ``status`` file, ``errors.log``, the state's activity, the log."""
 
-    def __init__(
-        self, state: State, cid: str, folder: Path, *, recorded: tuple[str, str | None] | None = None
-    ) -> None:
+    def __init__(self, state: State, cid: str, folder: Path, *, recorded: tuple[str, str | None] | None = None) -> None:
         """``recorded``: the (activity, last error) the state database already holds for the conversation."""
         self._state = state
         self._cid = cid

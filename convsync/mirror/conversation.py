@@ -563,9 +563,7 @@ class Reconcile:
                 return
             row = rows.get(item.file_ref)
             name = (
-                row.local_name
-                if row is not None and row.local_name
-                else filesync.local_name_for(item.file_ref, taken)
+                row.local_name if row is not None and row.local_name else filesync.local_name_for(item.file_ref, taken)
             )
             taken.add(name_key(name))
             self.ctx.report.status(f"downloading {name}")
@@ -609,9 +607,7 @@ class Reconcile:
                 return
             row = rows.get(info.name)
             file_name = (
-                row.file_name
-                if row is not None and row.file_name
-                else dataframes.frame_file_name(info.name, taken)
+                row.file_name if row is not None and row.file_name else dataframes.frame_file_name(info.name, taken)
             )
             taken.add(name_key(file_name))
             self.ctx.report.status(f"exporting data frame {info.name}")
@@ -659,9 +655,7 @@ class Reconcile:
 def _delivered(entry: OutboxEntry, messages: Sequence[Message]) -> bool:
     """Whether a user message with the entry's text appeared after the entry's baseline."""
     baseline = set(entry.baseline or ())
-    return any(
-        m.role == "user" and m.message_id not in baseline and m.text == entry.payload for m in messages
-    )
+    return any(m.role == "user" and m.message_id not in baseline and m.text == entry.payload for m in messages)
 
 
 def _observe_clock(

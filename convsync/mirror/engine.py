@@ -313,9 +313,7 @@ class Engine:
         try:
             problem = watcher.start()
         except OSError as exc:
-            problem = (
-                f"convsync cannot watch {self._config.root} ({exc}); changes are found by the rescan only"
-            )
+            problem = f"convsync cannot watch {self._config.root} ({exc}); changes are found by the rescan only"
         if problem:
             log.warning("%s", problem)
         self._problem("watch", problem)
@@ -866,9 +864,7 @@ class Engine:
             active_seconds=config.poll_active_seconds,
             idle_seconds=config.poll_idle_seconds,
             lists_seconds=config.poll_conversations_seconds,
-            budget_per_second=POLL_BUDGET_SHARE
-            * config.rate_limit_requests
-            / config.rate_limit_window_seconds,
+            budget_per_second=POLL_BUDGET_SHARE * config.rate_limit_requests / config.rate_limit_window_seconds,
             requests_per_poll=REQUESTS_PER_POLL,
         )
 

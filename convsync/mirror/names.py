@@ -112,9 +112,7 @@ def inside(root: Path, path: Path) -> Path:
     resolved_root = root.resolve()
     resolved = path.resolve()
     if resolved != resolved_root and not resolved.is_relative_to(resolved_root):
-        raise OutsideRoot(
-            f"refusing to write {path}: it resolves to {resolved}, outside the mirror root {root}"
-        )
+        raise OutsideRoot(f"refusing to write {path}: it resolves to {resolved}, outside the mirror root {root}")
     return resolved
 
 

@@ -119,16 +119,7 @@ class Warn:
 
 
 Action = (
-    Adopt
-    | Rebind
-    | RestoreMarker
-    | CreateRemote
-    | CreateFolder
-    | MoveAside
-    | Detach
-    | DeleteRemote
-    | Forget
-    | Warn
+    Adopt | Rebind | RestoreMarker | CreateRemote | CreateFolder | MoveAside | Detach | DeleteRemote | Forget | Warn
 )
 
 
@@ -230,11 +221,7 @@ class _AgentPlanner:
                 if self.remote is None:
                     continue  # it may already exist on the server: wait for the listing
                 match = next(
-                    (
-                        c
-                        for c in reversed(self.remote)
-                        if c.name == pending.name and c.id not in self.known_ids
-                    ),
+                    (c for c in reversed(self.remote) if c.name == pending.name and c.id not in self.known_ids),
                     None,
                 )
                 if match is not None:
@@ -318,9 +305,7 @@ def poll_intervals(
     ``budget_per_second``: requests per second polling may use (a fraction of the client's rate limit, leaving
     room for sends and transfers); ``requests_per_poll``: requests one conversation poll makes.
     """
-    demand = (
-        requests_per_poll * (n_active / active_seconds + n_idle / idle_seconds) + n_agents / lists_seconds
-    )
+    demand = requests_per_poll * (n_active / active_seconds + n_idle / idle_seconds) + n_agents / lists_seconds
     factor = max(1.0, demand / budget_per_second) if budget_per_second > 0 else 1.0
     return PollIntervals(active_seconds * factor, idle_seconds * factor, lists_seconds * factor)
 

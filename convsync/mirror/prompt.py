@@ -79,9 +79,7 @@ class NotText(Exception):
         super().__init__(f"prompt.txt is not UTF-8 text; it was moved to {kept_as.name}")
 
 
-def should_take(
-    size: int, mtime: float, *, signalled: bool, now: float, open_for_writing: Callable[[], bool]
-) -> bool:
+def should_take(size: int, mtime: float, *, signalled: bool, now: float, open_for_writing: Callable[[], bool]) -> bool:
     """Pure-ish decision whether a non-empty ``prompt.txt`` is a finished save."""
     if size == 0:
         return False

@@ -302,9 +302,7 @@ class State:
         with self._write_lock:
             version = self._check_version(conn)
             if version < 1:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;{_SCHEMA_V1}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
-                )
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA_V1}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
 
     # meta
 
@@ -318,8 +316,7 @@ class State:
                 conn.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES(?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, value),
                 )
 
@@ -336,9 +333,7 @@ class State:
     # agents
 
     def agents(self) -> list[AgentRow]:
-        return [
-            AgentRow(r["id"], r["folder"], r["name"]) for r in self._read("SELECT * FROM agents ORDER BY id")
-        ]
+        return [AgentRow(r["id"], r["folder"], r["name"]) for r in self._read("SELECT * FROM agents ORDER BY id")]
 
     def bind_agent(self, agent_id: str, folder: str, name: str) -> None:
         with self._write() as conn:
@@ -413,9 +408,7 @@ class State:
     def set_activity(self, cid: str, activity: str, last_error: str | None) -> None:
         """What ``convsync status`` shows for the conversation (the same text as its ``status`` file)."""
         with self._write() as conn:
-            conn.execute(
-                "UPDATE conversations SET activity=?, last_error=? WHERE id=?", (activity, last_error, cid)
-            )
+            conn.execute("UPDATE conversations SET activity=?, last_error=? WHERE id=?", (activity, last_error, cid))
 
     def touch_activity(self, cid: str, when: float | None = None) -> None:
         with self._write() as conn:
@@ -430,8 +423,7 @@ class State:
     def add_pending_create(self, agent_id: str, folder: str, name: str) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO pending_creates(agent_id, folder, name, created_at) "
-                "VALUES(?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO pending_creates(agent_id, folder, name, created_at) VALUES(?, ?, ?, ?)",
                 (agent_id, folder, name, time.time()),
             )
 
@@ -522,9 +514,7 @@ class State:
     def record_error(self, seq: int, error: str) -> None:
         """An attempt failed in a way worth retrying; the entry keeps its place in the queue."""
         with self._write() as conn:
-            conn.execute(
-                "UPDATE outbox SET last_error=?, updated_at=? WHERE seq=?", (error, time.time(), seq)
-            )
+            conn.execute("UPDATE outbox SET last_error=?, updated_at=? WHERE seq=?", (error, time.time(), seq))
 
     def outbox_counts(self, cid: str | None = None) -> OutboxCounts:
         if cid is None:
@@ -562,10 +552,7 @@ class State:
                 "INSERT INTO transcript"
                 "(conversation_id, position, message_id, rendered_hash, committed_offset) "
                 "VALUES(?, ?, ?, ?, ?)",
-                [
-                    (cid, keep + i, e.message_id, e.rendered_hash, e.committed_offset)
-                    for i, e in enumerate(added)
-                ],
+                [(cid, keep + i, e.message_id, e.rendered_hash, e.committed_offset) for i, e in enumerate(added)],
             )
 
     # transfers and frames
@@ -622,8 +609,7 @@ class State:
     def frames(self, cid: str) -> list[FrameRow]:
         rows = self._read("SELECT * FROM frames WHERE conversation_id=? ORDER BY name", (cid,))
         return [
-            FrameRow(r["conversation_id"], r["name"], r["fingerprint"], r["file_name"], r["exported_at"])
-            for r in rows
+            FrameRow(r["conversation_id"], r["name"], r["fingerprint"], r["file_name"], r["exported_at"]) for r in rows
         ]
 
     def set_frame(self, cid: str, name: str, fingerprint: str, file_name: str) -> None:

@@ -115,8 +115,7 @@ def render_part(part: Part) -> str:
         return f"Attachment: [{_link_text(part.name or name)}](files/{quote(name)}){mime}{desc}\n\n"
     if isinstance(part, QuickActionsPart):
         items = "\n".join(
-            f"- {label}" + (f": `{value}`" if value and value != label else "")
-            for label, value in part.actions
+            f"- {label}" + (f": `{value}`" if value and value != label else "") for label, value in part.actions
         )
         return _details("Quick actions", items or "(none)")
     if isinstance(part, ChartPart):

@@ -144,9 +144,7 @@ def test_prompts_saved_while_the_server_is_down_arrive_in_order_once_it_is_back(
     for text in expected:
         prompt.write_text(text)
         wait_until(lambda: prompt.read_text() == "", 10, what=f"{text!r} to be taken")
-    wait_until(
-        lambda: "queued" in (folder / "status").read_text() or "error" in (folder / "status").read_text(), 10
-    )
+    wait_until(lambda: "queued" in (folder / "status").read_text() or "error" in (folder / "status").read_text(), 10)
     mirror.emu.start()
     wait_until(lambda: mirror.emu.user_messages(cid) == expected, 40, what="the queued prompts on the server")
     mirror.wait_idle(folder, 20)

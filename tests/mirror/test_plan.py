@@ -59,14 +59,8 @@ def test_a_new_folder_name_avoids_names_already_in_the_agent_folder() -> None:
 def test_hostile_remote_names_become_safe_folder_names() -> None:
     """Names with separators, dots or NUL never become paths outside the agent folder."""
     remote = [conv("a", "../x"), conv("b", "a/b"), conv("c", "."), conv("d", ".."), conv("e", "n\0l")]
-    folders = [
-        a.folder
-        for a in plan_agent(remote=remote, local=listing(), bindings=[])
-        if isinstance(a, CreateFolder)
-    ]
-    assert all(
-        "/" not in f and "\0" not in f and f not in (".", "..") and not f.startswith(".") for f in folders
-    )
+    folders = [a.folder for a in plan_agent(remote=remote, local=listing(), bindings=[]) if isinstance(a, CreateFolder)]
+    assert all("/" not in f and "\0" not in f and f not in (".", "..") and not f.startswith(".") for f in folders)
     assert len({f.casefold() for f in folders}) == len(folders)
 
 
@@ -88,9 +82,7 @@ def test_a_new_folder_without_marker_is_created_on_the_server() -> None:
 
 def test_a_folder_renamed_locally_is_rebound() -> None:
     """A marked folder under a new name keeps its conversation; the state learns the new name."""
-    actions = plan_agent(
-        remote=None, local=listing(LocalFolder("Renamed", "c1")), bindings=[bound("c1", "Old")]
-    )
+    actions = plan_agent(remote=None, local=listing(LocalFolder("Renamed", "c1")), bindings=[bound("c1", "Old")])
     assert actions == [Rebind("c1", "Renamed")]
 
 

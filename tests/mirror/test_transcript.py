@@ -48,9 +48,7 @@ def committed(*messages: Message) -> list[TranscriptEntry]:
 
 def test_a_message_renders_as_a_heading_with_role_and_minute() -> None:
     """One heading per turn, role and UTC time to the minute, then the text as written."""
-    assert (
-        render_message(user("m1", "Hello *there*")) == "## User · 2025-06-23 15:05 UTC\n\nHello *there*\n\n"
-    )
+    assert render_message(user("m1", "Hello *there*")) == "## User · 2025-06-23 15:05 UTC\n\nHello *there*\n\n"
 
 
 def test_thoughts_tool_calls_and_charts_are_collapsed() -> None:
