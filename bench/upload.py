@@ -88,14 +88,10 @@ def curl_upload(url: str, key: str, aid: str, cid: str, path: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument("--rss-limit-mib", type=float, default=150.0)
-    parser.add_argument(
-        "--child", nargs=5, metavar=("URL", "KEY", "AID", "CID", "FOLDER"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--child", nargs=5, metavar=("URL", "KEY", "AID", "CID", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         url, key, aid, cid, folder = args.child
@@ -103,7 +99,7 @@ def main() -> int:
         return 0
 
     # Only the parent loads the harness: it imports the emulator, whose libraries would inflate child RSS.
-    import harness as h  # noqa: PLC0415
+    import harness as h
 
     work = Path(tempfile.mkdtemp(prefix="convsync-bench-upload-"))
     try:
@@ -119,9 +115,7 @@ def main() -> int:
 
             warmup = work / "warmup.bin"
             warmup.write_bytes(b"warm")
-            curl_upload(
-                emu.base_url, key, aid, cid_curl, warmup
-            )  # first connection and request, not measured
+            curl_upload(emu.base_url, key, aid, cid_curl, warmup)  # first connection and request, not measured
             curl_seconds = curl_upload(emu.base_url, key, aid, cid_curl, payload)
 
             folder = work / "conversation"

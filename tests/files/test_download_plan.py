@@ -28,9 +28,7 @@ def test_a_new_remote_file_is_downloaded() -> None:
 
 def test_a_file_with_a_new_hash_is_downloaded_again() -> None:
     """A known file whose hash changed on the server is downloaded again."""
-    assert plan_downloads([remote("out.csv", sha="b" * 64)], {"out.csv": "a" * 64}) == [
-        remote("out.csv", "b" * 64)
-    ]
+    assert plan_downloads([remote("out.csv", sha="b" * 64)], {"out.csv": "a" * 64}) == [remote("out.csv", "b" * 64)]
 
 
 def test_an_uploaded_file_is_not_downloaded_back() -> None:
@@ -46,9 +44,7 @@ def test_without_a_hash_the_file_id_decides() -> None:
     assert plan_downloads([new], {"x": remote_version(old)}) == [new]
 
 
-@pytest.mark.parametrize(
-    "ref", ["../../etc/passwd", "/abs/path", "a\\b", "..", ".", ".hidden", "x\x00y", "é" * 300]
-)
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/abs/path", "a\\b", "..", ".", ".hidden", "x\x00y", "é" * 300])
 def test_hostile_file_refs_become_one_visible_name(ref: str) -> None:
     """A file_ref from the server becomes one safe, visible path component."""
     name = local_name_for(ref)

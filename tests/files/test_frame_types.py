@@ -71,9 +71,7 @@ def info_for(table: pa.Table, name: str = "sales") -> DataFrameInfo:
     )
 
 
-def export(
-    tmp_path: Path, table: pa.Table, page_rows: int = 2, rows: list[dict[str, Any]] | None = None
-) -> pa.Table:
+def export(tmp_path: Path, table: pa.Table, page_rows: int = 2, rows: list[dict[str, Any]] | None = None) -> pa.Table:
     server = RowsOnlyServer(as_json_rows(table) if rows is None else rows)
     result = export_frame(server, "a", "c", info_for(table), tmp_path, page_rows=page_rows)  # type: ignore[arg-type]
     assert result.method == "json"
@@ -186,9 +184,7 @@ def test_progress_counts_rows(tmp_path: Path) -> None:
     table = pa.table({"a": list(range(5))})
     seen: list[tuple[int, int]] = []
     server = RowsOnlyServer(as_json_rows(table))
-    export_frame(
-        server, "a", "c", info_for(table), tmp_path, page_rows=2, progress=lambda d, t: seen.append((d, t))
-    )  # type: ignore[arg-type]
+    export_frame(server, "a", "c", info_for(table), tmp_path, page_rows=2, progress=lambda d, t: seen.append((d, t)))  # type: ignore[arg-type]
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
@@ -216,9 +212,7 @@ def test_the_fingerprint_changes_when_the_frame_changes() -> None:
         DataFrameInfo("f", "id1", 3, 2, ("a", "b"), created_at=datetime(2024, 1, 2, tzinfo=UTC)),
     ]
     assert len({fingerprint(base), *map(fingerprint, variants)}) == 6
-    assert fingerprint(base) == fingerprint(
-        DataFrameInfo("f", "id1", 3, 2, ("a", "b"), created_at=base.created_at)
-    )
+    assert fingerprint(base) == fingerprint(DataFrameInfo("f", "id1", 3, 2, ("a", "b"), created_at=base.created_at))
 
 
 def test_only_new_or_changed_frames_are_planned() -> None:

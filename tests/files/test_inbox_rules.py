@@ -110,9 +110,7 @@ class Clock:
 
 
 def tracker(clock: Clock) -> InboxTracker:
-    return InboxTracker(
-        quiet_seconds=1.0, unhinted_quiet_seconds=3.0, clock=clock, wall_clock_ns=lambda: clock.wall_ns
-    )
+    return InboxTracker(quiet_seconds=1.0, unhinted_quiet_seconds=3.0, clock=clock, wall_clock_ns=lambda: clock.wall_ns)
 
 
 def entry(name: str = "a.txt", sig: FileSig = SIG, kind: EntryKind = EntryKind.FILE) -> InboxEntry:
