@@ -18,12 +18,14 @@ no longer matches the state (deleted, or cut by a crash mid-stream).
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
+from pathlib import Path
 
 from convsync.api.client import Progress
 from convsync.api.models import (
@@ -44,6 +46,7 @@ from convsync.errors import (
     TransientError,
 )
 from convsync.mirror import dataframes, filesync, inbox
+from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter
 from convsync.mirror.folders import (
     CONVERSATION_MARKER,
@@ -74,7 +77,7 @@ from convsync.mirror.transcript import LiveTail, apply_plan, plan_transcript, re
 log = logging.getLogger(__name__)
 
 ACTIVE_SECONDS = 300.0  # a conversation with activity this recent is polled at the fast rate
-LIVE_GRACE_SECONDS = 120.0  # how long a streamed tail may run ahead of the server before it is re-rendered
+LIVE_GRACE_SECONDS = 30.0  # how long a completely streamed reply may run ahead of the server before re-rendering
 OUTBOX_BACKOFF_CAP = 30.0
 PROGRESS_EVERY_SECONDS = 0.5
 FOLDER_QUIET_SECONDS = 2.0  # a folder whose entries changed more recently may be being deleted
@@ -438,19 +441,23 @@ class Reconcile:
         sent_at = datetime.now(UTC)
         self.rt.live_until = time.monotonic() + LIVE_GRACE_SECONDS
         self._prompt_started = False
+        cut = False
         try:
             if not self._stream(entry):
                 return False  # stopping: the reply is read from the server after the restart
         except StreamInterrupted as exc:
-            # The prompt reached the server; the reply is read from the messages route once it is stored.
+            # The prompt reached the server. The reply may never be stored (a cut usually cancels the run) or
+            # come later: the half-streamed tail is dropped and the transcript follows the server from here.
             state.mark_done(entry.seq)
             self._sent = True
+            cut = True
             log.info("%s: the reply stream was cut (%s); reading the reply from the server", self.folder, exc)
         except TransientError:
             if not self._prompt_started:
                 self.rt.live_until = 0.0
                 self._sync_transcript(messages)  # cut the tail; the next attempt checks before resending
                 raise
+            cut = True
         except BadRequest as exc:
             state.mark_failed(entry.seq, str(exc))
             kept = write_failed_prompt(self.folder, entry.seq, entry.payload)
@@ -462,10 +469,12 @@ class Reconcile:
             self._sync_transcript(messages)
             return True
         self.rt.touch()
+        if cut:
+            self.rt.live_until = 0.0
         final = client.get_messages(self.aid, self.cid)
         self._fresh_messages = final
         _observe_clock(self.ctx, entry, final, sent_at)
-        if self._sync_transcript(final, live=True):
+        if self._sync_transcript(final, live=not cut):
             self.rt.live_until = 0.0
         return True
 
@@ -549,6 +558,7 @@ class Reconcile:
         if not self.rt.temps_cleaned:
             dataframes.remove_stale_temps(self.folder / FILES)
             dataframes.remove_stale_temps(self.folder / DATA_FRAMES)
+            _remove_crash_temps(self.folder)
             self.rt.temps_cleaned = True
 
     def _sync_files(self) -> None:
@@ -650,6 +660,22 @@ class Reconcile:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+_PROCESS_STARTED = time.time()
+
+
+def _remove_crash_temps(folder: Path) -> None:
+    """Temp files of ``status``, ``transcript.md`` or a marker that a crash left in the conversation folder.
+
+    Only those older than this process: a younger one may be an agent pass writing the marker right now.
+    """
+    for path in folder.glob(TEMP_PREFIX + "*"):
+        try:
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < _PROCESS_STARTED:
+                path.unlink()
+        except OSError:
+            continue
 
 
 def _delivered(entry: OutboxEntry, messages: Sequence[Message]) -> bool:
