@@ -127,6 +127,7 @@ class ConversationRuntime:
     files_checked: bool = False
     temps_cleaned: bool = False
     reporter: Reporter | None = None  # kept across passes, so each problem is logged once
+    created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
     seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
 
     def add(self, flags: Flags) -> None:
@@ -558,7 +559,7 @@ class Reconcile:
         if not self.rt.temps_cleaned:
             dataframes.remove_stale_temps(self.folder / FILES)
             dataframes.remove_stale_temps(self.folder / DATA_FRAMES)
-            _remove_crash_temps(self.folder)
+            _remove_crash_temps(self.folder, before=self.rt.created)
             self.rt.temps_cleaned = True
 
     def _sync_files(self) -> None:
@@ -661,18 +662,16 @@ class Reconcile:
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
-_PROCESS_STARTED = time.time()
-
-
-def _remove_crash_temps(folder: Path) -> None:
+def _remove_crash_temps(folder: Path, *, before: float) -> None:
     """Temp files of ``status``, ``transcript.md`` or a marker that a crash left in the conversation folder.
 
-    Only those older than this process: a younger one may be an agent pass writing the marker right now.
+    Only those older than ``before`` (when this engine first looked at the conversation): a younger one may be
+    an agent pass writing the marker right now.
     """
     for path in folder.glob(TEMP_PREFIX + "*"):
         try:
             st = path.lstat()
-            if stat.S_ISREG(st.st_mode) and st.st_mtime < _PROCESS_STARTED:
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < before:
                 path.unlink()
         except OSError:
             continue
