@@ -9,6 +9,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,9 @@ class Rig:
     commits: CommitLog | None = None
 
     @classmethod
-    def make(cls, emu: EmulatorServer, tmp: Path, **config_changes: Any) -> Rig:
-        root = tmp / "root"
+    def make(cls, emu: EmulatorServer, tmp: Path, *, root: Path | None = None, **config_changes: Any) -> Rig:
+        """A rig with its root in ``tmp/root`` (or ``root``) and its state in ``tmp/state``."""
+        root = root or tmp / "root"
         init_root(root)
         config = Config(
             url=emu.base_url,
@@ -103,8 +105,8 @@ class Rig:
 
     def start(self, **client_options: Any) -> Engine:
         """Start the engine with a counting client (``client_options`` go to ``AgentClient``)."""
-        options = {"timeout": 10.0, "rate_limit": LIMIT, "max_retries": 2, **client_options}
-        self.client = AgentClient(self.config.url, self.config.api_key, transport=self.transport, **options)
+        options = {"transport": self.transport, "timeout": 10.0, "rate_limit": LIMIT, "max_retries": 2}
+        self.client = AgentClient(self.config.url, self.config.api_key, **{**options, **client_options})
         self.engine = Engine(self.config, client=self.client)
         self.engine.start()
         assert self.engine.wait_ready(20)
@@ -152,7 +154,7 @@ class Rig:
 
     def drop(self, folder: Path, name: str, data: bytes) -> str:
         """Move a finished file into inbox/ (as ``mv`` does); returns its sha256."""
-        staged = folder.parent.parent.parent / f"staged-{name}"
+        staged = folder.parent.parent.parent / f".staged-{uuid.uuid4().hex}"  # outside the root, same disk
         staged.write_bytes(data)
         os.rename(staged, folder / "inbox" / name)
         return hashlib.sha256(data).hexdigest()

@@ -151,17 +151,11 @@ def test_connection_resets_before_and_after_the_server_applied_a_send(rig: Rig) 
     within_limiter(rig)
 
 
-CUT_TAIL_KEPT = (
-    "convsync/mirror/conversation.py keeps the half-streamed tail of a cut stream live for LIVE_GRACE_SECONDS "
-    "(120 s); when the cut cancelled the run the server never stores that reply (reported to the mirror owner)"
-)
-
-
 @pytest.mark.parametrize(
     "finish_run",
     [
         pytest.param(True, id="run-finishes"),
-        pytest.param(False, id="run-cancelled", marks=pytest.mark.xfail(strict=True, reason=CUT_TAIL_KEPT)),
+        pytest.param(False, id="run-cancelled"),
     ],
 )
 def test_a_stream_cut_mid_reply_ends_with_the_servers_reply_in_the_transcript(rig: Rig, finish_run: bool) -> None:

@@ -14,6 +14,7 @@ from convsync.config import Config
 from convsync.emulator import EmulatorOptions, EmulatorServer, FaultRule
 from convsync.mirror.engine import Engine
 from convsync.mirror.folders import init_root
+from tests.campaign.rig import Rig
 from tests.waiting import wait_until
 
 KEY = "s4w_found-key"
@@ -94,3 +95,21 @@ def test_a_client_gone_during_a_throttled_download_leaves_no_open_file_in_the_em
             ):
                 pass  # headers only: the client goes away before reading the body
         wait_until(lambda: not _open_blobs(emu), 20, what="the emulator to close every blob it streamed")
+
+
+def test_temp_files_a_crash_left_in_a_conversation_folder_are_removed(emu: EmulatorServer, tmp_path: Path) -> None:
+    """A SIGKILL while status, transcript.md or the .conversation marker was being replaced leaves a temp file
+    in the conversation folder itself; the next run removes it (the long crash campaign found one left)."""
+    rig = Rig.make(emu, tmp_path)
+    try:
+        rig.start()
+        folder, _cid = rig.conversation("Crashed here")
+        rig.stop()
+        left = [folder / ".convsync-tmp-8423988d-.conversation", folder / ".convsync-tmp-0badf00d-status"]
+        for path in left:
+            path.write_text("half written")
+        rig.start()
+        wait_until(lambda: not any(p.exists() for p in left), 15, what="the crash leftovers to be removed")
+        assert (folder / ".conversation").is_file()
+    finally:
+        rig.stop()
