@@ -28,13 +28,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from convsync.emulator import EmulatorOptions, EmulatorServer
-from convsync.emulator.seed import seed_conversations
-from convsync.mirror import engine
+if TYPE_CHECKING:
+    from convsync.emulator import EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,6 +147,9 @@ def report(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
 @contextlib.contextmanager
 def emulator(**options: Any) -> Iterator[EmulatorServer]:
     """The emulator in this process on a free loopback port; ``options`` go to ``EmulatorOptions``."""
+    # Imported here so that the baseline scripts, which import this module too, pay only for httpx.
+    from convsync.emulator import EmulatorOptions, EmulatorServer
+
     options.setdefault("api_key", API_KEY)
     with EmulatorServer(EmulatorOptions(**options)) as server:
         yield server
@@ -547,6 +549,8 @@ def finished(record: Any) -> bool:
 
 def seed(emu: Any, aid: str, conversations: int, messages: int) -> list[str]:
     """Seed the emulator's store directly (``convsync.emulator.seed``); the new conversation ids."""
+    from convsync.emulator.seed import seed_conversations
+
     return seed_conversations(emu, aid, conversations, messages)
 
 
@@ -570,4 +574,6 @@ def wait_mirrored(root: Path, cids: Sequence[str], timeout: float) -> float:
 
 def engine_concurrency() -> int:
     """How many conversations the daemon's engine handles at once (the baselines use the same)."""
+    from convsync.mirror import engine
+
     return engine.WORKERS
