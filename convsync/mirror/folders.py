@@ -65,8 +65,8 @@ def read_marker(path: Path) -> str | None:
     return first or None
 
 
-def write_marker(root: Path, folder: Path, name: str, ident: str) -> None:
-    write_atomic(child(root, folder, name), ident + "\n")
+def write_marker(root: Path, folder: Path, name: str, ident: str, *, durable: bool = True) -> None:
+    write_atomic(child(root, folder, name), ident + "\n", durable=durable)
 
 
 def visible(name: str) -> bool:
@@ -107,11 +107,14 @@ def create_agent_folder(root: Path, folder: str, agent_id: str) -> Path:
     return path
 
 
-def populate_conversation(root: Path, folder: Path, cid: str) -> None:
-    """Make ``folder`` a complete conversation folder: marker, empty prompt.txt, subfolders (idempotent)."""
+def populate_conversation(root: Path, folder: Path, cid: str, *, durable: bool = True) -> None:
+    """Make ``folder`` a complete conversation folder: marker, empty prompt.txt, subfolders (idempotent).
+
+    ``durable=False`` skips the fsyncs, for a folder that is made durable as a whole afterwards (renamed
+    into place, then its parent fsynced)."""
     inside(root, folder)
     if read_marker(folder / CONVERSATION_MARKER) != cid:
-        write_marker(root, folder, CONVERSATION_MARKER, cid)
+        write_marker(root, folder, CONVERSATION_MARKER, cid, durable=durable)
     for sub in SUBFOLDERS:
         path = folder / sub
         if not path.is_dir() and not path.is_symlink():
@@ -139,7 +142,7 @@ def create_conversation_folder(root: Path, agent_dir: Path, folder: str, cid: st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    populate_conversation(root, tmp, cid)
+    populate_conversation(root, tmp, cid, durable=False)
     name = folder
     for _attempt in range(5):
         target = child(root, agent_dir, name)

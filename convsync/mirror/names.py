@@ -9,6 +9,7 @@ Names, once bound to a folder, are stored in the state database and never recomp
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -107,9 +108,14 @@ def keys_of(names: Iterable[str]) -> set[str]:
     return {name_key(n) for n in names}
 
 
+@functools.lru_cache(maxsize=16)
+def _resolved(root: Path) -> Path:
+    return root.resolve()
+
+
 def inside(root: Path, path: Path) -> Path:
     """``path`` resolved, checked to lie inside ``root`` (symlinks followed); raises ``OutsideRoot``."""
-    resolved_root = root.resolve()
+    resolved_root = _resolved(root)  # the root itself is resolved once per process (it is checked often)
     resolved = path.resolve()
     if resolved != resolved_root and not resolved.is_relative_to(resolved_root):
         raise OutsideRoot(f"refusing to write {path}: it resolves to {resolved}, outside the mirror root {root}")
