@@ -80,6 +80,8 @@ ACTIVE_SECONDS = 300.0  # a conversation with activity this recent is polled at 
 LIVE_GRACE_SECONDS = 30.0  # how long a completely streamed reply may run ahead of the server before re-rendering
 OUTBOX_BACKOFF_CAP = 30.0
 PROGRESS_EVERY_SECONDS = 0.5
+FILES_CHECK_SECONDS = 5.0  # files and frames are listed at most this often per conversation
+PRE_SEND_FRESH_SECONDS = 5.0  # messages read this recently serve as the baseline of the next send
 FOLDER_QUIET_SECONDS = 2.0  # a folder whose entries changed more recently may be being deleted
 
 
@@ -124,7 +126,9 @@ class ConversationRuntime:
     recheck_at: float | None = None  # monotonic; look again then (a file or prompt settling)
     live_until: float = 0.0  # monotonic; a streamed tail is kept while the server catches up
     active_until: float = 0.0  # monotonic; polled fast until then
-    files_checked: bool = False
+    files_due: bool = False  # files/ and data-frames/ should be compared with the server
+    files_checked_at: float = 0.0  # monotonic time of the last comparison (0: never)
+    fetched: tuple[float, list[Message]] = (float("-inf"), [])  # the last messages read, with the time
     temps_cleaned: bool = False
     reporter: Reporter | None = None  # kept across passes, so each problem is logged once
     created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
@@ -175,7 +179,6 @@ class Reconcile:
         self._scan: inbox.InboxScan | None = None
         self._sent = False
         self._prompt_started = False
-        self._fresh_messages: list[Message] | None = None
         self._messages_changed = False
 
     # --- the pass -------------------------------------------------------------------------------------------
@@ -195,16 +198,14 @@ class Reconcile:
             self._take_prompt(max(self.flags.prompt_signal_ns, self.rt.pop_prompt_signal()))
             replied = self._send_outbox()
             if self.flags.poll or self.flags.full or self._transcript_out_of_step():
-                self._sync_transcript(self.ctx.client.get_messages(self.aid, self.cid))
-            if (
-                self.flags.full
-                or replied
-                or self._messages_changed
-                or (self.flags.poll and (self.rt.active or not self.rt.files_checked))
-            ):
+                self._sync_transcript(self._get_messages())
+            if replied or self._messages_changed or (self.flags.poll and self.rt.files_checked_at == 0.0):
+                self.rt.files_due = True  # the agent ran (or this is the first look): files and frames may be new
+            if self.flags.full or (self.rt.files_due and self._files_check_allowed()):
                 self._sync_files()
                 self._export_frames()
-                self.rt.files_checked = True
+                self.rt.files_due = False
+                self.rt.files_checked_at = time.monotonic()
             if not self._outbox_failing():  # everything that was tried worked
                 report.clear()
                 self.rt.backoff.succeeded()
@@ -238,6 +239,20 @@ class Reconcile:
         finally:
             self._final_status()
             self.rt.seen = folder_fingerprint(self.folder)
+
+    def _files_check_allowed(self) -> bool:
+        """Files and frames are listed at most every ``FILES_CHECK_SECONDS`` (two requests each time): a burst
+        of prompts costs one check, made once the burst is over."""
+        wait = self.rt.files_checked_at + FILES_CHECK_SECONDS - time.monotonic()
+        if wait <= 0:
+            return True
+        self._recheck_in(wait)
+        return False
+
+    def _get_messages(self) -> list[Message]:
+        messages = self.ctx.client.get_messages(self.aid, self.cid)
+        self.rt.fetched = (time.monotonic(), messages)
+        return messages
 
     def _incomplete(self) -> bool:
         return not all((self.folder / name).exists() for name in (PROMPT, INBOX, FILES, DATA_FRAMES))
@@ -428,10 +443,13 @@ class Reconcile:
 
     def _send_prompt(self, entry: OutboxEntry) -> bool:
         """Send one prompt through the stream route; True when it reached the server (or was found there)."""
-        client, state, report = self.ctx.client, self.ctx.state, self.ctx.report
-        # The messages read after the previous reply of this pass are fresh enough; else ask the server.
-        messages = self._fresh_messages or client.get_messages(self.aid, self.cid)
-        self._fresh_messages = None
+        state, report = self.ctx.state, self.ctx.report
+        # Messages read a moment ago (the previous reply, the last poll) are fresh enough; else ask the server.
+        # (A message posted elsewhere in that moment then shows up after our prompt, and the transcript is
+        # rewritten in order when the reply ends.) After an attempt that may have reached the server, always ask.
+        fetched_at, fetched = self.rt.fetched
+        fresh = entry.state == "queued" and time.monotonic() - fetched_at < PRE_SEND_FRESH_SECONDS
+        messages = fetched if fresh else self._get_messages()
         self._sync_transcript(messages)  # messages from elsewhere go before our prompt
         if entry.state == "sending" and _delivered(entry, messages):
             state.mark_done(entry.seq)  # an earlier attempt reached the server after all: never send twice
@@ -454,6 +472,7 @@ class Reconcile:
             cut = True
             log.info("%s: the reply stream was cut (%s); reading the reply from the server", self.folder, exc)
         except TransientError:
+            self.rt.fetched = (float("-inf"), [])  # the attempt may have changed the server: read it anew
             if not self._prompt_started:
                 self.rt.live_until = 0.0
                 self._sync_transcript(messages)  # cut the tail; the next attempt checks before resending
@@ -472,8 +491,7 @@ class Reconcile:
         self.rt.touch()
         if cut:
             self.rt.live_until = 0.0
-        final = client.get_messages(self.aid, self.cid)
-        self._fresh_messages = final
+        final = self._get_messages()
         _observe_clock(self.ctx, entry, final, sent_at)
         if self._sync_transcript(final, live=not cut):
             self.rt.live_until = 0.0

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = 4
 POLL_BUDGET_SHARE = 0.5  # polling may use half of the client's rate limit; sends and transfers get the rest
-REQUESTS_PER_POLL = 2  # messages, plus files/frames for active conversations (averaged)
+REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
