@@ -352,8 +352,13 @@ class Engine:
             if kind == "poll":
                 if self._next_poll.get(cid) != at:
                     continue  # superseded
+                interval = self._intervals.active if rt.active else self._intervals.idle
+                read_at = rt.fetched[0]
+                if now - read_at < interval / 2:  # just read (a reply ended): this poll would learn nothing
+                    self._set_poll(cid, read_at + interval)
+                    continue
                 rt.add(Flags(poll=True))
-                self._set_poll(cid, now + (self._intervals.active if rt.active else self._intervals.idle))
+                self._set_poll(cid, now + interval)
             elif kind == "recheck":
                 if rt.recheck_at != at:
                     continue
