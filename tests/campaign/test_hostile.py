@@ -329,12 +329,13 @@ def test_a_full_disk_while_exporting_parquet_leaves_no_torn_file_and_heals(
             what="the full disk reported",
         )
         frames = folder / "data-frames"
-        assert not list(frames.glob("*.parquet"))
-        assert not [p for p in frames.iterdir() if p.name.startswith(".convsync-tmp-")]
+        assert not (frames / "wide.parquet").exists()  # never a torn file under the final name
         filler.unlink()
         path = frames / "wide.parquet"
         wait_until(path.is_file, 60, what="the export once space is free")
         assert pq.read_table(path).num_rows == 40000
+        rig.wait_mirrored(folder, cid)
+        assert not [p.name for p in frames.iterdir() if p.name.startswith(".convsync-tmp-")]
     finally:
         rig.stop()
 
@@ -384,6 +385,9 @@ class HostileFiles(httpx.BaseTransport):
     def __init__(self, inner: httpx.BaseTransport, refs: dict[str, bytes]) -> None:
         self.inner = inner
         self.refs = refs
+
+    def close(self) -> None:
+        self.inner.close()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.rstrip("/")
