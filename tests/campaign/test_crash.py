@@ -28,3 +28,12 @@ def test_sigkill_at_random_points_loses_nothing_and_sends_nothing_twice(tmp_path
     assert result.torn == 0, detail
     assert result.temp_files == 0, detail
     assert result.ok, detail
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_long_campaign_of_200_kills_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The long run (as bench/crash_campaign.py): 200 SIGKILLs, then nothing lost, duplicated or torn."""
+    seed = int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0")) or int.from_bytes(os.urandom(4), "big")
+    result = run_campaign(Settings(seed=seed, kills=200, new_folders=4, settle_seconds=300.0), tmp_path / "long")
+    assert result.ok, f"{result.figures()}\n(rerun with CONVSYNC_CAMPAIGN_SEED={seed})"
