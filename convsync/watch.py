@@ -35,6 +35,16 @@ from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
 
+
+class _HarmlessStopRace(logging.Filter):
+    """watchdog logs an error when its emitter thread reads once more while being stopped; nothing is lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_HarmlessStopRace())
+
 HintKind = Literal["created", "modified", "closed", "deleted", "moved_from", "moved_to"]
 
 _MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = 4
 POLL_BUDGET_SHARE = 0.5  # polling may use half of the client's rate limit; sends and transfers get the rest
+FIRST_POLL_REQUESTS = 3  # messages, files, frames
 REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
@@ -749,8 +750,10 @@ class Engine:
             if rt is None:
                 rt = self._runtimes[cid] = ConversationRuntime(cid)
             if cid not in self._next_poll:
-                # First polls are spread over the idle interval, so a restart does not burst the server.
-                spread = random.uniform(0, max(1.0, self._intervals.idle))  # noqa: S311 (not for secrets)
+                # First polls are spread out so that a restart does not burst the server: a first poll also
+                # lists files and frames (three requests), so the first round takes three idle intervals.
+                window = max(1.0, FIRST_POLL_REQUESTS * self._intervals.idle)
+                spread = random.uniform(0, window)  # noqa: S311 (not for secrets)
                 self._set_poll(cid, time.monotonic() + spread)
             return rt
 
