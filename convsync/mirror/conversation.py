@@ -680,6 +680,7 @@ class Reconcile:
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
+
 def _remove_crash_temps(folder: Path, *, before: float) -> None:
     """Temp files of ``status``, ``transcript.md`` or a marker that a crash left in the conversation folder.
 
