@@ -250,3 +250,21 @@ def test_the_server_restarted_with_its_data_changes_nothing_and_sends_nothing_tw
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_create_whose_answer_is_lost_adopts_the_conversation_instead_of_making_a_second(rig: Rig) -> None:
+    """mkdir, and the server creates the conversation but the answer is lost to a reset (as when convsync dies
+    between the POST and recording the binding): the folder is bound to that conversation, no second one."""
+    rig.start()
+    rig.emu.set_faults([FaultRule(route="create_conversation", reset=True, after=True, count=1)])
+    before = {c["id"] for c in rig.emu.conversations(rig.aid)}
+    folder = rig.agent_dir / "Made while the answer got lost"
+    folder.mkdir()
+    marker = folder / ".conversation"
+    wait_until(marker.is_file, 30, what="the folder to be bound")
+    made = [c for c in rig.emu.conversations(rig.aid) if c["id"] not in before]
+    assert len(made) == 1, made
+    assert marker.read_text().strip() == made[0]["id"]
+    rig.save_prompt(folder, "in the adopted conversation")
+    rig.wait_delivered(made[0]["id"], ["in the adopted conversation"])
+    within_limiter(rig)
