@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convsync import paths
-from convsync.api.client import AgentClient, RateLimit
+from convsync.api.client import AgentClient
 from convsync.api.models import Agent
 from convsync.cli import Exit
 from convsync.config import Config, load_config
@@ -102,16 +102,7 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
 
 
 def _client(config: Config) -> AgentClient:
-    verify: bool | str = str(config.ca_bundle) if config.ca_bundle and config.verify_tls else config.verify_tls
-    return AgentClient(
-        config.url,
-        config.api_key,
-        timeout=config.timeout_seconds,
-        verify=verify,
-        use_truststore=config.use_truststore,
-        rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
-        max_retries=1,
-    )
+    return AgentClient.from_config(config, max_retries=1)
 
 
 def _check_server(config: Config, report: Report) -> None:

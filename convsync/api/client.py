@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -63,6 +63,9 @@ from convsync.api.models import (
     RemoteFile,
     StreamEvent,
 )
+
+if TYPE_CHECKING:
+    from convsync.config import Config
 from convsync.api.ratelimit import SlidingWindowLimiter
 from convsync.api.retry import Backoff, retry_after_seconds
 from convsync.api.stream import stream_events
@@ -169,6 +172,26 @@ class AgentClient:
             verify=_tls_verify(verify, use_truststore),
             transport=transport,
             follow_redirects=True,
+        )
+
+    @classmethod
+    def from_config(cls, config: Config, *, max_retries: int = 2) -> AgentClient:
+        """The client a configuration describes (TLS, rate limit, timeouts); the one way daemon and doctor build it.
+
+        ``verify_tls: false`` turns verification off whatever ``ca_bundle`` says; otherwise a bundle replaces
+        the default CAs.
+        """
+        verify: bool | str = False
+        if config.verify_tls:
+            verify = str(config.ca_bundle) if config.ca_bundle is not None else True
+        return cls(
+            config.url,
+            config.api_key,
+            timeout=config.timeout_seconds,
+            verify=verify,
+            use_truststore=config.use_truststore,
+            rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
+            max_retries=max_retries,
         )
 
     def __repr__(self) -> str:

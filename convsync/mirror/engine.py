@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convsync import paths
-from convsync.api.client import AgentClient, RateLimit
+from convsync.api.client import AgentClient
 from convsync.api.models import Agent, Conversation
 from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
@@ -130,16 +130,8 @@ class SyncReport:
 
 
 def build_client(config: Config) -> AgentClient:
-    verify: bool | str = str(config.ca_bundle) if config.ca_bundle is not None else config.verify_tls
-    return AgentClient(
-        config.url,
-        config.api_key,
-        timeout=config.timeout_seconds,
-        verify=verify,
-        use_truststore=config.use_truststore,
-        rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
-        max_retries=2,  # the engine retries with its own backoff; don't hold a worker for long
-    )
+    # The engine retries with its own backoff; don't hold a worker for long.
+    return AgentClient.from_config(config, max_retries=2)
 
 
 def state_path(config: Config) -> Path:
