@@ -81,6 +81,7 @@ def test_sync_twice_the_second_pass_changes_nothing(emulator: EmulatorServer, tm
     third = convsync("sync", "--config", str(config), key=emulator.api_key)
     assert third.returncode == 0, third.stderr
     assert write_requests(emulator) == []
+    assert [r.path for r in emulator.requests if "/files/download" in r.path or "/data-frames/" in r.path] == []
     assert snapshot(root) == before
 
 
