@@ -374,6 +374,10 @@ class AgentClient:
 
     def _url(self, *segments: str) -> httpx.URL:
         """The base URL plus path segments, each percent-encoded whole (a ``/`` in a name stays data)."""
+        for segment in segments:
+            # "." and ".." survive percent-encoding as path steps: a name like that would address another route.
+            if segment in ("", ".", ".."):
+                raise BadRequest(f"{segment!r} cannot be used as a name in a URL path", code="bad_request")
         path = self._base_path + "".join("/" + quote(segment, safe="") for segment in segments)
         return self._origin.copy_with(raw_path=path.encode("ascii"))
 

@@ -109,6 +109,16 @@ def test_path_segments_are_encoded_whole() -> None:
     )
 
 
+@pytest.mark.parametrize("name", [".", "..", ""])
+def test_a_dot_name_is_refused_before_any_request(name: str) -> None:
+    """A frame named '..' would address another route once the server normalises the path: nothing is sent."""
+    rec = Recorder(httpx.Response(200, json=[]))
+    client, _ = client_for(rec)
+    with pytest.raises(BadRequest):
+        client.get_data_frame_rows(AID, CID, name)
+    assert rec.requests == []
+
+
 def test_bearer_key_is_sent() -> None:
     """Every request carries Authorization: Bearer <key>."""
     rec = Recorder(page([]))
