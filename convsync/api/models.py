@@ -211,9 +211,7 @@ def parse_part(data: Any) -> Part:
     if kind == "quick_actions":
         actions = obj.get("actions") or []
         pairs = tuple(
-            (_opt_str(a, "label") or "", _opt_str(a, "value") or "")
-            for a in actions
-            if isinstance(a, Mapping)
+            (_opt_str(a, "label") or "", _opt_str(a, "value") or "") for a in actions if isinstance(a, Mapping)
         )
         return QuickActionsPart(cid, pairs, complete)
     if kind == "vega_chart":
@@ -376,11 +374,5 @@ class StreamFinished:
 
 
 StreamEvent = (
-    StreamStarted
-    | MessageStarted
-    | PartDelta
-    | MessageFinished
-    | ThreadRenamed
-    | AgentFailed
-    | StreamFinished
+    StreamStarted | MessageStarted | PartDelta | MessageFinished | ThreadRenamed | AgentFailed | StreamFinished
 )
