@@ -247,7 +247,35 @@ class Engine:
             if self._watcher is not None:
                 self._watcher.stop()
             self._start_watcher()
+        self._update_intervals()
+        self._respread_polls()
         log.info("configuration applied")
+
+    def _respread_polls(self) -> None:
+        """Re-time every scheduled poll for the current intervals.
+
+        Polls timed under the old intervals would otherwise all still fire at their old times (after a lower
+        rate limit, a backlog behind the new limiter for minutes); each gets a new time spread over its new
+        interval instead. Queued work is untouched: it lives in the state database and the runtimes' flags.
+        """
+        now = time.monotonic()
+        with self._cond:
+            self._next_lists = now + max(self._intervals.lists, self._config.poll_conversations_seconds)
+            for cid in list(self._next_poll):
+                rt = self._runtimes.get(cid)
+                if rt is not None and rt.active:
+                    window = self._intervals.active
+                elif rt is None or rt.fetched[0] == float("-inf"):
+                    window = FIRST_POLL_REQUESTS * self._intervals.idle  # a start-up poll, as in _runtime
+                else:
+                    window = self._intervals.idle
+                self._set_poll(cid, now + random.uniform(0, window))  # noqa: S311 (not for secrets)
+            # Entries superseded above are skipped when they surface; drop them now so the heap stays small.
+            self._timer_heap = [
+                e for e in self._timer_heap if e[1] != "poll" or self._next_poll.get(e[2]) == e[0]
+            ]
+            heapq.heapify(self._timer_heap)
+            self._cond.notify_all()
 
     def run_once(self) -> SyncReport:
         """One full blocking pass (``convsync sync``): lists, folders, prompts, outbox, messages, files.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 from convsync.emulator import FaultRule
@@ -52,6 +53,31 @@ def test_reload_keeps_queued_prompts(mirror: Mirror) -> None:
     mirror.engine.reload(dataclasses.replace(mirror.config, debounce_ms=50, poll_idle_seconds=3.0))
     mirror.emu.clear_faults()
     wait_until(lambda: mirror.emu.user_messages(cid) == ["survives the reload"], 40)
+
+
+def _message_polls_since(mirror: Mirror, since: float) -> int:
+    return sum(
+        1 for r in mirror.emu.requests if r.method == "GET" and r.path.endswith("/messages") and r.started >= since
+    )
+
+
+def test_reload_to_slower_polls_lowers_the_request_rate(mirror: Mirror) -> None:
+    """A reload to longer poll intervals re-times the start-up polls scheduled under the old ones."""
+    n = 12
+    for i in range(n):
+        mirror.emu.create_conversation(mirror.aid, f"Chat {i}")
+    wait_until(lambda: len([p for p in mirror.agent_dir.iterdir() if not p.name.startswith(".")]) == n, 15)
+    mirror.stop()
+    # A restart: every conversation gets a start-up poll, spread over three idle intervals (here 3 s).
+    engine = mirror.start(poll_idle_seconds=1.0, poll_active_seconds=1.0)
+    slow = dataclasses.replace(
+        mirror.config, poll_idle_seconds=300.0, poll_active_seconds=300.0, poll_conversations_seconds=300.0
+    )
+    engine.reload(slow)
+    after = time.time()
+    time.sleep(4.0)  # the counting window (measurement, not synchronisation)
+    # Under the old intervals nearly every conversation is polled here; under the new ones ~n * 4/900 times.
+    assert _message_polls_since(mirror, after) <= n // 3
 
 
 def test_a_failing_stream_route_is_retried_and_sends_once(mirror: Mirror) -> None:
