@@ -168,6 +168,7 @@ class Engine:
         self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
         self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
         self._agent_index: dict[str, str] = {}  # agent folder → agent id
+        self._index_key: tuple[object, ...] | None = None  # (bindings version, selectors, root) of the index
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
         self._vanished_agents: set[str] = set()
         self._delete_grace: dict[str, float] = {}  # conversation → when its folder was first seen gone
@@ -304,7 +305,8 @@ class Engine:
 
     def summary(self) -> Summary:
         counts = self._state.outbox_counts()
-        n = len(self._active_conversations())
+        # Counted by SQLite: this runs every status interval, and loading every row costs CPU when idle.
+        n = self._state.count_conversations("active", [a.id for a in self._configured_agents()])
         problem = self._problems.get("root") or next(iter(self._problems.values()), None)
         return Summary(n, counts.prompts, counts.uploads, problem)
 
@@ -875,19 +877,26 @@ class Engine:
             self._state.set_meta("root", root)
 
     def _rebuild_index(self) -> None:
+        # Every lists pass asks for this; when no binding changed (the idle case) the index is still right.
+        # The version is read before the rows: a write in between only makes the next call rebuild again.
+        key = (self._state.bindings_version, self._config.agents, self._config.root)
+        if key == self._index_key:
+            return
         agents = {a.id: a.folder for a in self._configured_agents()}
         index = {(agents[c.agent_id], c.folder): c.id for c in self._active_conversations()}
         with self._cond:
             self._agent_index = {folder: aid for aid, folder in agents.items()}
             self._folder_index = index
+            self._index_key = key
 
     def _update_intervals(self) -> None:
-        rows = self._active_conversations()
-        n_active = sum(1 for r in rows if (rt := self._runtimes.get(r.id)) is not None and rt.active)
+        with self._cond:  # the index holds exactly the active conversations of the configured agents
+            cids = list(self._folder_index.values())
+        n_active = sum(1 for cid in cids if (rt := self._runtimes.get(cid)) is not None and rt.active)
         config = self._config
         self._intervals = poll_intervals(
             n_active=n_active,
-            n_idle=len(rows) - n_active,
+            n_idle=len(cids) - n_active,
             n_agents=len(self._agent_index),
             active_seconds=config.poll_active_seconds,
             idle_seconds=config.poll_idle_seconds,

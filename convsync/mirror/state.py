@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +225,7 @@ class State:
         self._conn_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
+        self._bindings_version = 0
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._migrate()
@@ -288,6 +289,19 @@ class State:
         rows: list[sqlite3.Row] = self._conn().execute(sql, params).fetchall()
         return rows
 
+    @property
+    def bindings_version(self) -> int:
+        """Changes after every committed write to the agents' or conversations' folders or statuses.
+
+        Lets a caller keep something derived from the bindings (the engine's path index) and rebuild it only
+        when this changed. Bumped after the commit, so a reader that sees a new version sees the new rows.
+        """
+        return self._bindings_version
+
+    def _bindings_changed(self) -> None:
+        with self._write_lock:
+            self._bindings_version += 1
+
     def _check_version(self, conn: sqlite3.Connection) -> int:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
@@ -329,6 +343,7 @@ class State:
             conn.execute("DELETE FROM transcript")
             conn.execute("DELETE FROM transfers")
             conn.execute("DELETE FROM frames")
+        self._bindings_changed()
 
     # agents
 
@@ -342,6 +357,7 @@ class State:
                 "ON CONFLICT(id) DO UPDATE SET folder=excluded.folder, name=excluded.name",
                 (agent_id, folder, name),
             )
+        self._bindings_changed()
 
     # conversations
 
@@ -374,6 +390,18 @@ class State:
             params.append(status)
         return [self._conversation(r) for r in self._read(sql + " ORDER BY bind_seq", params)]
 
+    def count_conversations(self, status: ConversationStatus, agent_ids: Collection[str]) -> int:
+        """How many conversations of ``agent_ids`` have ``status`` (counted by SQLite, no rows loaded)."""
+        ids = list(agent_ids)
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        rows = self._read(
+            f"SELECT COUNT(*) AS n FROM conversations WHERE status=? AND agent_id IN ({marks})",  # noqa: S608
+            [status, *ids],
+        )
+        return int(rows[0]["n"])
+
     def conversation(self, cid: str) -> ConversationRow | None:
         rows = self._read("SELECT * FROM conversations WHERE id=?", (cid,))
         return self._conversation(rows[0]) if rows else None
@@ -392,14 +420,17 @@ class State:
                 (cid, agent_id, folder, name, now, seq, now),
             )
             conn.execute("DELETE FROM pending_creates WHERE agent_id=? AND folder=?", (agent_id, folder))
+        self._bindings_changed()
 
     def set_conversation_status(self, cid: str, status: ConversationStatus) -> None:
         with self._write() as conn:
             conn.execute("UPDATE conversations SET status=? WHERE id=?", (status, cid))
+        self._bindings_changed()
 
     def set_conversation_folder(self, cid: str, folder: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE conversations SET folder=? WHERE id=?", (folder, cid))
+        self._bindings_changed()
 
     def set_conversation_name(self, cid: str, name: str) -> None:
         with self._write() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,17 @@ def test_summary_counts_conversations_and_queue(mirror: Mirror) -> None:
     summary = engine.summary()
     assert (summary.conversations, summary.queued_prompts, summary.queued_uploads) == (1, 0, 0)
     assert str(summary) == "1 conversation, 0 prompts and 0 uploads queued"
+
+
+def test_summary_leaves_out_detached_conversations(mirror: Mirror) -> None:
+    """A conversation whose folder was deleted (detached) is no longer counted in the summary."""
+    folder, _ = chat(mirror)
+    chat(mirror, "Other")
+    engine = mirror.engine
+    assert engine is not None
+    wait_until(lambda: engine.summary().conversations == 2, 10)
+    shutil.rmtree(folder)
+    wait_until(lambda: engine.summary().conversations == 1, 15, what="the deleted folder's conversation to go")
 
 
 def test_reload_keeps_queued_prompts(mirror: Mirror) -> None:

@@ -122,3 +122,32 @@ def test_threads_write_concurrently_without_losing_rows(state: State) -> None:
     for t in threads:
         t.join()
     assert state.outbox_counts().prompts == 80
+
+
+def test_count_conversations_counts_one_status_of_the_given_agents(state: State) -> None:
+    """The count covers only the given agents' conversations with the given status."""
+    state.bind_conversation("c1", "a1", "One", "One")
+    state.bind_conversation("c2", "a1", "Two", "Two")
+    state.bind_conversation("c3", "a2", "Three", "Three")
+    state.set_conversation_status("c2", "detached")
+    assert state.count_conversations("active", ["a1"]) == 1
+    assert state.count_conversations("active", ["a1", "a2"]) == 2
+    assert state.count_conversations("detached", ["a1", "a2"]) == 1
+    assert state.count_conversations("active", []) == 0
+
+
+def test_the_bindings_version_changes_with_bindings_only(state: State) -> None:
+    """Binding writes change the bindings version; activity updates leave it alone."""
+    v0 = state.bindings_version
+    state.bind_agent("a1", "Agent", "Agent")
+    state.bind_conversation("c1", "a1", "One", "One")
+    v1 = state.bindings_version
+    assert v1 > v0
+    state.set_activity("c1", "idle", None)
+    state.touch_activity("c1")
+    assert state.bindings_version == v1
+    state.set_conversation_folder("c1", "Uno")
+    v2 = state.bindings_version
+    assert v2 > v1
+    state.set_conversation_status("c1", "detached")
+    assert state.bindings_version > v2
