@@ -825,12 +825,18 @@ class Engine:
         parts = rel.parts
         if not parts:
             return
+        if hint.kind == "moved_to" and hint.source is not None and self._renamed_into_place(hint.source):
+            # The engine's own new conversation folder (and, as watchdog walks it, everything in it): bound and
+            # scheduled by ``_bound`` already. Reacting would plan the whole agent again for each new folder.
+            return
         debounce = self._config.debounce_ms / 1000.0
         if parts[0] == ROOT_MARKER:
             self._schedule(LISTS, debounce, debounce=True)
             return
         if parts[0].startswith("."):
             return  # .deleted/, our temp folders
+        if len(parts) > 2 and parts[1].startswith(TEMP_PREFIX):
+            return  # inside a conversation folder the engine is building
         aid = self._agent_index.get(parts[0])
         if len(parts) <= 2:
             if len(parts) == 2 and parts[1].startswith("."):
@@ -863,6 +869,14 @@ class Engine:
             flags.inbox_hints.add(parts[3])
         self._runtime(cid).add(flags)
         self._schedule(("conv", cid), debounce, debounce=True)
+
+    def _renamed_into_place(self, source: Path) -> bool:
+        """Whether ``source`` lies in a conversation folder the engine built under a temp name."""
+        try:
+            parts = source.relative_to(self._config.root).parts
+        except ValueError:
+            return False
+        return len(parts) >= 2 and parts[1].startswith(TEMP_PREFIX)
 
     # --- bookkeeping ----------------------------------------------------------------------------------------
 

@@ -55,6 +55,25 @@ def test_summary_leaves_out_detached_conversations(mirror: Mirror) -> None:
     wait_until(lambda: engine.summary().conversations == 1, 15, what="the deleted folder's conversation to go")
 
 
+def test_new_folders_of_the_engine_do_not_trigger_agent_passes(mirror: Mirror) -> None:
+    """Folders the engine renames into place for new server conversations cause no extra agent pass."""
+    engine = mirror.engine
+    assert engine is not None
+    scheduled: list[tuple[str, str]] = []
+    schedule = engine._schedule
+
+    def spy(key: tuple[str, str], delay: float = 0.0, *, debounce: bool = False) -> None:
+        scheduled.append(key)
+        schedule(key, delay, debounce=debounce)
+
+    engine._schedule = spy  # type: ignore[method-assign]
+    n = 5
+    cids = [mirror.emu.create_conversation(mirror.aid, f"New {i}") for i in range(n)]
+    for cid in cids:
+        mirror.wait_idle(mirror.wait_folder_of(cid, 15))
+    assert [key for key in scheduled if key[0] == "agent"] == []
+
+
 def test_reload_keeps_queued_prompts(mirror: Mirror) -> None:
     """A config reload while prompts are queued (server failing) loses none of them."""
     folder, cid = chat(mirror)
