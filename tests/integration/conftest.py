@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,25 @@ class Mirror:
             timeout,
             what=f"{status} to be idle",
         )
+
+
+def remove_folder(folder: Path, timeout: float = 10) -> None:
+    """``rm -r`` as a user would, again if it raced with a file convsync was writing into the folder.
+
+    A reconcile in flight may write ``status`` into the folder while it is being removed (ENOTEMPTY); the user's
+    answer is to run ``rm -r`` once more, and that is what the deletion tests are about, not the race.
+    """
+
+    def gone() -> bool:
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        return not folder.exists()
+
+    wait_until(gone, timeout, what=f"{folder} to be removed")
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import threading
 import time
 from pathlib import Path
 
 from convsync.emulator import FaultRule
 from convsync.statusreport import collect
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, remove_folder
 from tests.waiting import wait_until
 
 
@@ -51,7 +50,7 @@ def test_summary_leaves_out_detached_conversations(mirror: Mirror) -> None:
     engine = mirror.engine
     assert engine is not None
     wait_until(lambda: engine.summary().conversations == 2, 10)
-    shutil.rmtree(folder)
+    remove_folder(folder)
     wait_until(lambda: engine.summary().conversations == 1, 15, what="the deleted folder's conversation to go")
 
 

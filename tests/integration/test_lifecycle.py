@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from convsync.api.client import AgentClient
 from convsync.errors import RootUnavailable
 from convsync.mirror.engine import Engine
 from convsync.mirror.names import MAX_NAME_BYTES
-from tests.integration.conftest import AGENT, Mirror
+from tests.integration.conftest import AGENT, Mirror, remove_folder
 from tests.waiting import wait_until
 
 
@@ -71,7 +70,7 @@ def test_a_local_delete_detaches(mirror: Mirror) -> None:
     folder.mkdir()
     cid = mirror.bound(folder)
     mirror.wait_idle(folder)
-    shutil.rmtree(folder)
+    remove_folder(folder)
     wait_lists_pass(mirror)
     wait_lists_pass(mirror)
     assert not folder.exists()
@@ -88,7 +87,7 @@ def test_a_local_delete_deletes_remotely_when_configured(mirror: Mirror) -> None
     folder.mkdir()
     cid = mirror.bound(folder)
     mirror.wait_idle(folder)
-    shutil.rmtree(folder)
+    remove_folder(folder)
     wait_until(lambda: cid not in [c["id"] for c in mirror.emu.conversations(mirror.aid)], 10)
 
 
@@ -101,7 +100,7 @@ def test_deleting_every_folder_at_once_deletes_nothing_remotely(mirror: Mirror) 
         mirror.wait_folder_of(cid)
     for folder in list(mirror.agent_dir.iterdir()):
         if folder.is_dir():
-            shutil.rmtree(folder)
+            remove_folder(folder)
     wait_lists_pass(mirror)
     wait_lists_pass(mirror)
     assert sorted(c["id"] for c in mirror.emu.conversations(mirror.aid)) == sorted(ids)
