@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from convsync.api.client import AgentClient
-from convsync.mirror.atomic import append_record, write_atomic
+from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.folders import ERRORS_LOG, STATUS
 from convsync.mirror.state import State
 
@@ -51,13 +51,22 @@ class ServerClock:
 class Reporter:
     """One conversation's voice: its ``status`` file, ``errors.log``, the state's activity, the log."""
 
-    def __init__(self, state: State, cid: str, folder: Path, *, recorded: tuple[str, str | None] | None = None) -> None:
-        """``recorded``: the (activity, last error) the state database already holds for the conversation."""
+    def __init__(
+        self,
+        state: State,
+        cid: str,
+        folder: Path,
+        *,
+        recorded: tuple[str, str | None] | None = None,
+        status: str | None = None,
+    ) -> None:
+        """``recorded``: the (activity, last error) the state database already holds for the conversation;
+        ``status``: what the ``status`` file is known to say (``None``: read it before the first write)."""
         self._state = state
         self._cid = cid
         self.folder = folder
         self._recorded = recorded
-        self._status: str | None = None
+        self._status: str | None = status
         self._problem: str | None = None
         self._logged: str | None = None
         self._noted: set[str] = set()
@@ -77,7 +86,8 @@ class Reporter:
             return
         if self._status is None:  # first status of this process: the file may already say it
             with contextlib.suppress(OSError):
-                if (self.folder / STATUS).read_text(encoding="utf-8").strip() == line:
+                found = read_regular(self.folder / STATUS)
+                if found is not None and found[1].decode("utf-8", errors="replace").strip() == line:
                     self._status = line
                     self._record()
                     return

@@ -180,6 +180,7 @@ class Reconcile:
         self._sent = False
         self._prompt_started = False
         self._messages_changed = False
+        self._pending: list[OutboxEntry] | None = None  # the outbox as last read, while nothing changed it
 
     # --- the pass -------------------------------------------------------------------------------------------
 
@@ -310,9 +311,12 @@ class Reconcile:
         self._scan = scan
         for problem in scan.problems:
             self.ctx.report.note(f"inbox/{problem.name} {problem.reason}")
-        queued = {e.payload for e in self.ctx.state.pending(self.cid) if e.kind == "upload"}
-        for name in sorted({*scan.waiting, *(r.name for r in scan.ready)} - queued):
+        pending = self.ctx.state.pending(self.cid)
+        queued = {e.payload for e in pending if e.kind == "upload"}
+        new = sorted({*scan.waiting, *(r.name for r in scan.ready)} - queued)
+        for name in new:
             self.ctx.state.enqueue(self.cid, "upload", name)
+        self._pending = None if new else pending
         if scan.recheck_in is not None:
             self._recheck_in(scan.recheck_in)
 
@@ -360,6 +364,7 @@ class Reconcile:
 
         def store(taken: Taken) -> None:
             state.enqueue(self.cid, "prompt", taken.text, taken.sha256)
+            self._pending = None
 
         def is_stored(digest: str) -> bool:
             last = state.last_prompt(self.cid)
@@ -380,7 +385,9 @@ class Reconcile:
         """Carry out queued entries in order while they succeed; True if a prompt got a reply."""
         replied = False
         while not self.ctx.stopping():
-            pending = self.ctx.state.pending(self.cid)
+            # The inbox scan just read the outbox; when nothing was queued since, that answer still holds.
+            pending = self._pending if self._pending is not None else self.ctx.state.pending(self.cid)
+            self._pending = None
             if not pending or self._outbox_failing():
                 break
             head = pending[0]

@@ -2,7 +2,8 @@
 
 Threads (all owned, all joined by ``stop``)::
 
-    watcher     watchdog observer → ``_on_hint``: a path becomes a job key, debounced (``debounce_ms``)
+    watcher     watchdog observer → ``_on_hint``: a path becomes a job key, debounced (``debounce_ms``); started
+                once the first lists pass has built the folders, then a rescan covers what it could not see
     scheduler   timers → jobs: the conversation lists (``poll_conversations_seconds``), the local rescan
                 (``rescan_seconds``), message polls (fast for active conversations, slow for idle ones,
                 stretched to fit the rate budget), retries after failures
@@ -24,7 +25,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,10 @@ from convsync.mirror.folders import (
     INBOX,
     OWN_FILES,
     ROOT_MARKER,
+    Created,
     check_root,
     create_agent_folder,
-    create_conversation_folder,
+    create_conversation_folders,
     find_agent_folders,
     folder_fingerprint,
     list_agent_folder,
@@ -159,6 +161,7 @@ class Engine:
         self._due: dict[JobKey, float] = {}
         self._first_hint: dict[JobKey, float] = {}
         self._queue: deque[JobKey] = deque()
+        self._queued: set[JobKey] = set()  # the keys in ``_queue``
         self._busy: set[JobKey] = set()
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_poll: dict[str, float] = {}
@@ -168,6 +171,7 @@ class Engine:
         self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
         self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
         self._agent_index: dict[str, str] = {}  # agent folder → agent id
+        self._agents_cache: tuple[tuple[object, ...], list[AgentRow]] | None = None
         self._index_key: tuple[object, ...] | None = None  # (bindings version, selectors, root) of the index
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
         self._vanished_agents: set[str] = set()
@@ -189,7 +193,8 @@ class Engine:
         """
         check_root(self._config.root)
         self._started = True
-        self._start_watcher()
+        # The watcher starts after the first lists pass (in ``_run_job``): on a new root that pass builds every
+        # conversation folder, and watchdog walking each one as it is renamed into place costs seconds of CPU.
         now = time.monotonic()
         with self._cond:
             self._next_lists = now
@@ -245,9 +250,9 @@ class Engine:
         if config.root != old.root and self._started:
             self._bind_root()
             self._rebuild_index()
-            if self._watcher is not None:
+            if self._watcher is not None:  # else the first lists pass starts it
                 self._watcher.stop()
-            self._start_watcher()
+                self._start_watcher()
         self._update_intervals()
         self._respread_polls()
         log.info("configuration applied")
@@ -272,9 +277,7 @@ class Engine:
                     window = self._intervals.idle
                 self._set_poll(cid, now + random.uniform(0, window))  # noqa: S311 (not for secrets)
             # Entries superseded above are skipped when they surface; drop them now so the heap stays small.
-            self._timer_heap = [
-                e for e in self._timer_heap if e[1] != "poll" or self._next_poll.get(e[2]) == e[0]
-            ]
+            self._timer_heap = [e for e in self._timer_heap if e[1] != "poll" or self._next_poll.get(e[2]) == e[0]]
             heapq.heapify(self._timer_heap)
             self._cond.notify_all()
 
@@ -404,15 +407,19 @@ class Engine:
         wake = now + SCHEDULER_TICK
         if self._timer_heap:
             wake = min(wake, self._timer_heap[0][0])
-        queued = set(self._queue)
         for key, at in list(self._due.items()):
-            if at <= now and key not in self._busy and key not in queued:
+            if at > now:
+                wake = min(wake, at)
+            elif key in self._queued:
+                # Waiting to run already: when it runs it sees whatever this was for (flags live in the
+                # runtime). Dropping it keeps ``_due`` small, so a dispatch costs little with 1,000 jobs queued.
+                del self._due[key]
+                self._first_hint.pop(key, None)
+            elif key not in self._busy:
                 del self._due[key]
                 self._first_hint.pop(key, None)
                 self._queue.append(key)
-                queued.add(key)
-            elif at > now:
-                wake = min(wake, at)
+                self._queued.add(key)
         for at in (self._next_lists, self._next_rescan):
             wake = min(wake, at)
         return wake
@@ -425,6 +432,7 @@ class Engine:
                 if self._stopping.is_set():
                     return
                 key = self._queue.popleft()
+                self._queued.discard(key)
                 self._busy.add(key)
             try:
                 self._run_job(key)
@@ -470,6 +478,10 @@ class Engine:
         if kind == "lists":
             if self._lists_pass() is not None:
                 self._local_pass(schedule=True)
+            if self._watcher is None:
+                self._start_watcher()
+                # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk.
+                self._schedule(RESCAN)
             self._after_first_scan()
         elif kind == "rescan":
             self._local_pass(schedule=True)
@@ -612,19 +624,27 @@ class Engine:
         return rows
 
     def _configured_agents(self) -> list[AgentRow]:
-        """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone)."""
+        """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone).
+
+        Every job asks; the answer is kept until a binding or the configuration changes. Callers must not
+        modify the list."""
         selectors = self._config.agents
-        if not selectors:
-            return self._state.agents()
-        return [
+        key = (self._state.bindings_version, selectors)  # the version first: a write in between only rebuilds
+        cached = self._agents_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        rows = [
             a
             for a in self._state.agents()
-            if any(
+            if not selectors
+            or any(
                 (sel.id is not None and sel.id == a.id)
                 or (sel.name is not None and sel.name.casefold() == a.name.casefold())
                 for sel in selectors
             )
         ]
+        self._agents_cache = (key, rows)
+        return rows
 
     def _active_conversations(self) -> list[ConversationRow]:
         agents = {a.id for a in self._configured_agents()}
@@ -666,24 +686,53 @@ class Engine:
         )
         deletes = {a.cid for a in actions if isinstance(a, DeleteRemote)}
         self._delete_grace = {cid: t for cid, t in self._delete_grace.items() if cid in deletes}
+        creates: list[CreateFolder] = []  # consecutive ones are built, fsynced and bound together
         for action in actions:
+            if isinstance(action, CreateFolder):
+                creates.append(action)
+                continue
+            self._create_folders(agent, agent_dir, creates)
+            creates = []
             try:
                 self._apply(agent, agent_dir, action)
             except (TransientError, AuthError):
                 raise
             except (ApiError, OSError) as exc:
-                log.warning("%s: %s failed: %s", agent.folder, type(action).__name__, exc)
-                self._problem(f"agent {agent.id}", f"{agent.folder}: {exc}")
+                self._action_failed(agent, type(action).__name__, exc)
+        self._create_folders(agent, agent_dir, creates)
         if actions:
             self._rebuild_index()
+
+    def _action_failed(self, agent: AgentRow, what: str, exc: Exception) -> None:
+        log.warning("%s: %s failed: %s", agent.folder, what, exc)
+        self._problem(f"agent {agent.id}", f"{agent.folder}: {exc}")
+
+    def _create_folders(self, agent: AgentRow, agent_dir: Path, creates: Sequence[CreateFolder]) -> None:
+        """New conversations on the server → their folders, then their bindings (after the folders are durable:
+        a binding whose folder is missing would read as a folder the user deleted)."""
+        if not creates:
+            return
+        results = create_conversation_folders(self._config.root, agent_dir, [(a.folder, a.cid) for a in creates])
+        made: list[tuple[CreateFolder, Created]] = []
+        for action, result in zip(creates, results, strict=True):
+            if isinstance(result, Created):
+                made.append((action, result))
+            else:
+                self._action_failed(agent, "CreateFolder", result)
+        # Should this fail, the folders stay; with their markers, the next pass adopts them.
+        self._state.bind_conversations(agent.id, [(a.cid, c.folder, a.name) for a, c in made])
+        for action, created in made:
+            log.info("new conversation %r → %s", action.name, created.path)
+            # Built just now: no temp files to clean up in it, and its status file says "idle".
+            rt = self._runtime(action.cid)
+            rt.temps_cleaned = True
+            rt.reporter = Reporter(self._state, action.cid, created.path, recorded=("idle", None), status="idle")
+            self._bound(action.cid, agent.folder, created.folder, new=True)
 
     def _apply(self, agent: AgentRow, agent_dir: Path, action: Action) -> None:
         root = self._config.root
         if isinstance(action, CreateFolder):
-            created = create_conversation_folder(root, agent_dir, action.folder, action.cid)
-            self._state.bind_conversation(action.cid, agent.id, created.folder, action.name)
-            log.info("new conversation %r → %s", action.name, created.path)
-            self._bound(action.cid, agent.folder, created.folder, new=True)
+            self._create_folders(agent, agent_dir, [action])
         elif isinstance(action, CreateRemote):
             self._state.add_pending_create(agent.id, action.folder, action.name)
             conv = self._client.create_conversation(agent.id, action.name)

@@ -11,12 +11,13 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from convsync.errors import RootUnavailable
-from convsync.mirror.atomic import TEMP_PREFIX, create_empty_file, fsync_dir, write_atomic
-from convsync.mirror.names import child, inside, keys_of, unique_name
+from convsync.mirror.atomic import TEMP_PREFIX, create_empty_file, fsync_dir, read_regular, write_atomic
+from convsync.mirror.names import OutsideRoot, child, component, inside, keys_of, unique_name
 from convsync.mirror.plan import LocalFolder, LocalListing
 from convsync.mirror.prompt import PROMPT
 
@@ -54,15 +55,16 @@ def init_root(root: Path) -> None:
 
 
 def read_marker(path: Path) -> str | None:
-    """The id in a marker file (first line, stripped), or ``None`` when absent or unreadable."""
+    """The id in a marker file (first line, stripped), or ``None`` when absent, not a regular file or
+    unreadable."""
     try:
-        if path.is_symlink() or not path.is_file():
-            return None
-        text = path.read_text(encoding="utf-8", errors="replace")
+        found = read_regular(path)
     except OSError:
         return None
-    first = text.strip().splitlines()[0].strip() if text.strip() else ""
-    return first or None
+    if found is None:
+        return None
+    text = found[1].decode("utf-8", errors="replace").strip()
+    return text.splitlines()[0].strip() if text else None
 
 
 def write_marker(root: Path, folder: Path, name: str, ident: str, *, durable: bool = True) -> None:
@@ -107,14 +109,11 @@ def create_agent_folder(root: Path, folder: str, agent_id: str) -> Path:
     return path
 
 
-def populate_conversation(root: Path, folder: Path, cid: str, *, durable: bool = True) -> None:
-    """Make ``folder`` a complete conversation folder: marker, empty prompt.txt, subfolders (idempotent).
-
-    ``durable=False`` skips the fsyncs, for a folder that is made durable as a whole afterwards (renamed
-    into place, then its parent fsynced)."""
+def populate_conversation(root: Path, folder: Path, cid: str) -> None:
+    """Make ``folder`` a complete conversation folder: marker, empty prompt.txt, subfolders (idempotent)."""
     inside(root, folder)
     if read_marker(folder / CONVERSATION_MARKER) != cid:
-        write_marker(root, folder, CONVERSATION_MARKER, cid, durable=durable)
+        write_marker(root, folder, CONVERSATION_MARKER, cid)
     for sub in SUBFOLDERS:
         path = folder / sub
         if not path.is_dir() and not path.is_symlink():
@@ -132,29 +131,64 @@ class Created:
     path: Path
 
 
-def create_conversation_folder(root: Path, agent_dir: Path, folder: str, cid: str) -> Created:
-    """Build the folder under a hidden temp name, then rename it into place.
+def create_conversation_folders(
+    root: Path, agent_dir: Path, wanted: Sequence[tuple[str, str]]
+) -> list[Created | OSError | OutsideRoot]:
+    """Build a conversation folder for each ``(folder name, conversation id)``: under a hidden temp name, then
+    renamed into place; one fsync of ``agent_dir`` at the end makes the renames durable together.
 
-    If ``folder`` got taken meanwhile (the user made one), a free `` (2)`` variant is used instead.
+    If a name got taken meanwhile (the user made that folder), a free `` (2)`` variant is used instead. The
+    result holds, per item, its ``Created`` or the error that stopped it (the others still go ahead); an id
+    that is no safe file name (a hostile server) is refused with ``OutsideRoot``.
+    A first mirror builds a thousand folders here, so each costs few system calls: the temp folder is new,
+    so its entries are created directly (no temp files, no checks, no path resolving for each).
     """
     inside(root, agent_dir)
-    tmp = child(root, agent_dir, f"{TEMP_PREFIX}{cid}")
-    if tmp.exists():
+    out: list[Created | OSError | OutsideRoot] = []
+    for folder, cid in wanted:
+        try:
+            out.append(_create_one(agent_dir, folder, cid))
+        except (OSError, OutsideRoot) as exc:
+            out.append(exc)
+    if any(isinstance(r, Created) for r in out):
+        fsync_dir(agent_dir)
+    return out
+
+
+def _create_one(agent_dir: Path, folder: str, cid: str) -> Created:
+    tmp = component(agent_dir, f"{TEMP_PREFIX}{cid}")
+    try:
+        tmp.mkdir()
+    except FileExistsError:  # left by a crash
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    populate_conversation(root, tmp, cid, durable=False)
+        tmp.mkdir()
+    _write_new(tmp / CONVERSATION_MARKER, cid + "\n")
+    for sub in SUBFOLDERS:
+        (tmp / sub).mkdir()
+    create_empty_file(tmp / PROMPT)
+    create_empty_file(tmp / TRANSCRIPT)
+    _write_new(tmp / STATUS, "idle\n")
     name = folder
     for _attempt in range(5):
-        target = child(root, agent_dir, name)
+        target = component(agent_dir, name)
         if not os.path.lexists(target):
             # A directory rename silently replaces an empty directory, so check right before: the race window
             # with a user's mkdir of the same name is microseconds wide.
             with contextlib.suppress(FileExistsError, IsADirectoryError, NotADirectoryError):
                 tmp.rename(target)
-                fsync_dir(agent_dir)
                 return Created(name, target)
         name = unique_name(folder, keys_of(p.name for p in agent_dir.iterdir()))
     raise FileExistsError(f"could not find a free name for {folder!r} in {agent_dir}")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` (it must not exist) holding ``text``: inside a folder not yet renamed into place nobody
+    can see a torn file, so no temp file is needed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temp_folders(agent_dir: Path) -> None:

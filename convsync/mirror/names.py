@@ -122,10 +122,17 @@ def inside(root: Path, path: Path) -> Path:
     return resolved
 
 
-def child(root: Path, parent: Path, name: str) -> Path:
-    """``parent / name`` for a single safe component ``name``, checked to stay inside ``root``."""
+def component(parent: Path, name: str) -> Path:
+    """``parent / name`` for a single component ``name``, without resolving it: only for a folder convsync has
+    just created itself (``mkdir`` succeeded), whose entries no symlink can stand in for. Elsewhere use
+    ``child``."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise OutsideRoot(f"refusing to use {name!r} as a file name under {parent}")
-    path = parent / name
+    return parent / name
+
+
+def child(root: Path, parent: Path, name: str) -> Path:
+    """``parent / name`` for a single safe component ``name``, checked to stay inside ``root``."""
+    path = component(parent, name)
     inside(root, path)
     return path

@@ -408,18 +408,27 @@ class State:
 
     def bind_conversation(self, cid: str, agent_id: str, folder: str, name: str) -> None:
         """Bind (or re-attach) conversation ``cid`` to ``folder``; clears a pending create of that folder."""
+        self.bind_conversations(agent_id, [(cid, folder, name)])
+
+    def bind_conversations(self, agent_id: str, bindings: Sequence[tuple[str, str, str]]) -> None:
+        """``bind_conversation`` for each ``(id, folder, name)`` of one agent, in one transaction (a first
+        mirror binds a thousand folders: one commit, one fsync)."""
+        if not bindings:
+            return
         now = time.time()
         with self._write() as conn:
-            seq = int(conn.execute("SELECT COALESCE(MAX(bind_seq), 0) + 1 FROM conversations").fetchone()[0])
-            conn.execute(
-                "INSERT INTO conversations"
-                "(id, agent_id, folder, name, status, bound_at, bind_seq, last_activity) "
-                "VALUES(?, ?, ?, ?, 'active', ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET "
-                "folder=excluded.folder, status='active', agent_id=excluded.agent_id",
-                (cid, agent_id, folder, name, now, seq, now),
-            )
-            conn.execute("DELETE FROM pending_creates WHERE agent_id=? AND folder=?", (agent_id, folder))
+            seq = int(conn.execute("SELECT COALESCE(MAX(bind_seq), 0) FROM conversations").fetchone()[0])
+            for cid, folder, name in bindings:
+                seq += 1
+                conn.execute(
+                    "INSERT INTO conversations"
+                    "(id, agent_id, folder, name, status, bound_at, bind_seq, last_activity) "
+                    "VALUES(?, ?, ?, ?, 'active', ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET "
+                    "folder=excluded.folder, status='active', agent_id=excluded.agent_id",
+                    (cid, agent_id, folder, name, now, seq, now),
+                )
+                conn.execute("DELETE FROM pending_creates WHERE agent_id=? AND folder=?", (agent_id, folder))
         self._bindings_changed()
 
     def set_conversation_status(self, cid: str, status: ConversationStatus) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from convsync.api.models import (
     ThoughtPart,
     ToolCallPart,
 )
-from convsync.mirror.atomic import append_record, write_atomic
+from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.names import safe_name
 from convsync.mirror.state import TranscriptEntry
 
@@ -61,8 +60,8 @@ _STREAMABLE = ("text", "formatted-text", "thought")
 
 def heading(role: str, when: datetime) -> str:
     label = ROLE_LABELS.get(role, role.capitalize() or "Unknown")
-    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-    return f"## {label} · {stamp} UTC\n\n"
+    u = when.astimezone(UTC)  # formatted by hand: strftime is the slow part of rendering a long transcript
+    return f"## {label} · {u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d} UTC\n\n"
 
 
 def _fence(text: str, info: str = "") -> str:
@@ -150,25 +149,25 @@ def renderable(messages: Sequence[Message]) -> list[Message]:
     return out
 
 
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 # --- planning a transcript update (pure) --------------------------------------------------------------------
+
+
+def digest(text: str) -> str:
+    """The hash the state records for one message's rendering."""
+    return Rendered.of("", text).hash
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
     message_id: str
     text: str
+    hash: str
+    size: int  # bytes of UTF-8
 
-    @property
-    def hash(self) -> str:
-        return digest(self.text)
-
-    @property
-    def size(self) -> int:
-        return len(self.text.encode("utf-8"))
+    @classmethod
+    def of(cls, message_id: str, text: str) -> Rendered:
+        data = text.encode("utf-8")  # once: every poll renders and compares every message
+        return cls(message_id, text, hashlib.sha256(data).hexdigest(), len(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +200,7 @@ def plan_transcript(
     file's bytes after the committed offset, decoded (``None`` when the file is shorter or not UTF-8);
     ``live``: a reply is in flight, so a tail that runs ahead of the server is kept rather than cut.
     """
-    rendered = [Rendered(m.message_id, render_message(m)) for m in renderable(messages)]
+    rendered = [Rendered.of(m.message_id, render_message(m)) for m in renderable(messages)]
     keep = 0
     while (
         keep < len(committed)
@@ -250,15 +249,12 @@ def _entries_from(rendered: Sequence[Rendered]) -> tuple[TranscriptEntry, ...]:
 def read_tail(path: Path, offset: int) -> tuple[int | None, str | None]:
     """(file size, text after ``offset``) — size ``None`` when the file is missing, text ``None`` when the
     bytes after ``offset`` are not valid UTF-8 or the file is shorter than ``offset``."""
-    try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < offset:
-                return size, None
-            f.seek(offset)
-            raw = f.read()
-    except FileNotFoundError:
+    found = read_regular(path, offset)
+    if found is None:
         return None, None
+    size, raw = found
+    if size < offset:
+        return size, None
     try:
         return size, raw.decode("utf-8")
     except UnicodeDecodeError:

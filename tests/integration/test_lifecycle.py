@@ -47,6 +47,26 @@ def test_a_remote_conversation_appears_as_a_folder(mirror: Mirror) -> None:
     assert folder.name == "From the web UI"
 
 
+def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it_are_watched(mirror: Mirror) -> None:
+    """The first scan builds every folder (in one batch, before READY); the watcher starts right after it, so a
+    folder made later becomes a conversation with the periodic rescan and list polls out of the picture."""
+    mirror.stop()
+    cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(40)]
+    mirror.start(rescan_seconds=3600.0, poll_conversations_seconds=3600.0)
+    markers = {p.read_text().strip() for p in mirror.agent_dir.glob("*/.conversation")}
+    assert set(cids) <= markers  # at READY, without waiting
+    listed = {r.path.split("/")[-2] for r in mirror.emu.requests if r.route == "list_data_frames"}
+    wait_until(
+        lambda: set(cids) <= {r.path.split("/")[-2] for r in mirror.emu.requests if r.route == "list_data_frames"},
+        15,
+        what=f"the first look at every conversation ({len(listed)} so far)",
+    )
+    folder = mirror.agent_dir / "Made after start"
+    folder.mkdir()
+    cid = mirror.bound(folder)
+    assert cid in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
+
+
 def test_a_remote_delete_moves_the_folder_aside(mirror: Mirror) -> None:
     """A conversation deleted on the server keeps its folder, moved under .deleted/, with everything in it."""
     keep = mirror.emu.create_conversation(mirror.aid, "Keep")
