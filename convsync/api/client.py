@@ -89,6 +89,7 @@ CHUNK_SIZE = 1024 * 1024
 MAX_PAGES = 10_000
 # Error bodies are read for their message only; a huge one is cut.
 MAX_ERROR_BODY = 64 * 1024
+URL_CACHE_SIZE = 16_384  # URLs kept by ``AgentClient._url`` (a few per conversation)
 
 # These failures happen before any byte of the request left: repeating them cannot apply a request twice.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -149,6 +150,7 @@ class AgentClient:
             raise ValueError("max_retries must be 0 or more")
         self._origin = url.copy_with(raw_path=b"/", query=None, fragment=None, username=None, password=None)
         self._base_path = url.path.rstrip("/")
+        self._urls: dict[tuple[str, ...], httpx.URL] = {}  # _url's answers: building an httpx.URL costs more
         self.base_url = str(self._origin).rstrip("/") + self._base_path
         self._key = _Secret(api_key)
         self.max_retries = max_retries
@@ -374,12 +376,19 @@ class AgentClient:
 
     def _url(self, *segments: str) -> httpx.URL:
         """The base URL plus path segments, each percent-encoded whole (a ``/`` in a name stays data)."""
+        cached = self._urls.get(segments)
+        if cached is not None:
+            return cached
         for segment in segments:
             # "." and ".." survive percent-encoding as path steps: a name like that would address another route.
             if segment in ("", ".", ".."):
                 raise BadRequest(f"{segment!r} cannot be used as a name in a URL path", code="bad_request")
         path = self._base_path + "".join("/" + quote(segment, safe="") for segment in segments)
-        return self._origin.copy_with(raw_path=path.encode("ascii"))
+        url = self._origin.copy_with(raw_path=path.encode("ascii"))
+        if len(self._urls) >= URL_CACHE_SIZE:  # polls ask for the same few URLs per conversation, again and again
+            self._urls.clear()
+        self._urls[segments] = url
+        return url
 
     def _with_params(self, url: httpx.URL, params: Mapping[str, str]) -> httpx.URL:
         # Parameters already in the URL (a followed ``next`` URL) win over ours.

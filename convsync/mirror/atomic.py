@@ -68,7 +68,7 @@ def append_record(target: Path, data: bytes | str) -> int:
         os.close(fd)
 
 
-def create_empty_file(path: Path) -> bool:
+def create_empty_file(path: Path | str) -> bool:
     """Create ``path`` as an empty file unless something exists there; True if it was created.
 
     ``mknod`` creates it without opening it, so no close-after-write event follows (which the watcher would

@@ -36,7 +36,14 @@ from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
 from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits
-from convsync.mirror.conversation import FOLDER_QUIET_SECONDS, ConversationRuntime, Flags, Outcome, Reconcile
+from convsync.mirror.conversation import (
+    FOLDER_QUIET_SECONDS,
+    PRE_SEND_FRESH_SECONDS,
+    ConversationRuntime,
+    Flags,
+    Outcome,
+    Reconcile,
+)
 from convsync.mirror.folders import (
     CONVERSATION_MARKER,
     DATA_FRAMES,
@@ -86,6 +93,7 @@ REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed 
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
+CREATE_BATCH = 100  # new conversation folders built, fsynced and bound together
 DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
 JobKey = tuple[str, str]
@@ -165,7 +173,8 @@ class Engine:
         self._busy: set[JobKey] = set()
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_poll: dict[str, float] = {}
-        self._timer_heap: list[tuple[float, str, str]] = []  # (when, "poll" | "recheck" | "retry", conversation)
+        # (when, "poll" | "recheck" | "retry" | "forget", conversation)
+        self._timer_heap: list[tuple[float, str, str]] = []
         self._next_lists = 0.0
         self._next_rescan = 0.0
         self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
@@ -395,6 +404,17 @@ class Engine:
                     continue
                 rt.retry_at = 0.0
                 rt.add(Flags(local=True))
+            elif kind == "forget":
+                # Messages read are kept only while they may serve as a send's baseline: a thousand idle
+                # conversations' messages would otherwise stay in memory (and in every GC pass) for good.
+                if rt.lock.acquire(blocking=False):  # else a reconcile runs: it will time a new "forget"
+                    try:
+                        read_at, messages = rt.fetched
+                        if messages and read_at + PRE_SEND_FRESH_SECONDS == at:
+                            rt.fetched = (read_at, [])
+                    finally:
+                        rt.lock.release()
+                continue
             self._due.setdefault(("conv", cid), now)
 
     def _set_poll(self, cid: str, at: float) -> None:
@@ -531,6 +551,8 @@ class Engine:
                 heapq.heappush(self._timer_heap, (rt.recheck_at, "recheck", cid))
             if rt is not None and rt.retry_at:
                 heapq.heappush(self._timer_heap, (rt.retry_at, "retry", cid))
+            if rt is not None and rt.fetched[1]:
+                heapq.heappush(self._timer_heap, (rt.fetched[0] + PRE_SEND_FRESH_SECONDS, "forget", cid))
             if outcome.sent or (rt is not None and rt.active):
                 soon = time.monotonic() + self._intervals.active
                 if self._next_poll.get(cid, soon + 1) > soon:
@@ -690,6 +712,9 @@ class Engine:
         for action in actions:
             if isinstance(action, CreateFolder):
                 creates.append(action)
+                if len(creates) >= CREATE_BATCH:  # the first ones' reconciles start while the rest are built
+                    self._create_folders(agent, agent_dir, creates)
+                    creates = []
                 continue
             self._create_folders(agent, agent_dir, creates)
             creates = []

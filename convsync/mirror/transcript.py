@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from convsync.api.models import (
@@ -60,7 +61,8 @@ _STREAMABLE = ("text", "formatted-text", "thought")
 
 def heading(role: str, when: datetime) -> str:
     label = ROLE_LABELS.get(role, role.capitalize() or "Unknown")
-    u = when.astimezone(UTC)  # formatted by hand: strftime is the slow part of rendering a long transcript
+    # Formatted by hand: strftime (and astimezone on a time already in UTC) were the slow part of rendering.
+    u = when if when.tzinfo is UTC else when.astimezone(UTC)
     return f"## {label} · {u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d} UTC\n\n"
 
 
@@ -157,8 +159,7 @@ def digest(text: str) -> str:
     return Rendered.of("", text).hash
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
+class Rendered(NamedTuple):  # a tuple, not a frozen dataclass: built for every message on every poll
     message_id: str
     text: str
     hash: str
