@@ -16,6 +16,7 @@ socket, does the work. The engine owns every other thread.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import select
@@ -242,6 +243,9 @@ def run_daemon(
     notifier: Notifier | None = None,
 ) -> int:
     """``convsync run``: mirror until SIGTERM/SIGINT, reload on SIGHUP; exit code per ``cli.Exit``."""
+    # What is loaded by now (modules, classes) lives as long as the process: the collector need not walk it
+    # again in every full collection (measured: ~4 % of the CPU of a first mirror went to collections).
+    gc.freeze()
     return Daemon(config, config_path, engine_factory=engine_factory, notifier=notifier).run()
 
 

@@ -158,7 +158,11 @@ class Engine:
         self._state = State(state_path(config))
         self._clock = ServerClock()
         self._traits = ServerTraits()
-        self._cond = threading.Condition()
+        # One lock guards the engine's shared state; the scheduler waits on ``_cond`` and the workers on ``_work``,
+        # so scheduling a job wakes one thread, not all of them (a first mirror schedules thousands).
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._work = threading.Condition(lock)
         # Agent passes never overlap: two passes planning the same agent from their own snapshots would both
         # create a conversation for one new folder (and detach the first), or move aside one just created.
         self._agents_lock = threading.RLock()
@@ -183,6 +187,7 @@ class Engine:
         self._agents_cache: tuple[tuple[object, ...], list[AgentRow]] | None = None
         self._index_key: tuple[object, ...] | None = None  # (bindings version, selectors, root) of the index
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
+        self._building: set[tuple[str, str]] = set()  # (agent folder, folder) built but not bound yet
         self._vanished_agents: set[str] = set()
         self._delete_grace: dict[str, float] = {}  # conversation → when its folder was first seen gone
         self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
@@ -223,6 +228,7 @@ class Engine:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
+            self._work.notify_all()
         if self._watcher is not None:
             self._watcher.stop(timeout=timeout / 4)
         for thread in self._threads:
@@ -367,7 +373,6 @@ class Engine:
                 self._heartbeat = now
                 self._timers(now)
                 wake = self._dispatch(now)
-                self._cond.notify_all()
                 self._cond.wait(max(0.005, min(SCHEDULER_TICK, wake - now)))
 
     def _timers(self, now: float) -> None:
@@ -440,6 +445,7 @@ class Engine:
                 self._first_hint.pop(key, None)
                 self._queue.append(key)
                 self._queued.add(key)
+                self._work.notify()
         for at in (self._next_lists, self._next_rescan):
             wake = min(wake, at)
         return wake
@@ -448,7 +454,7 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stopping.is_set() and not self._queue:
-                    self._cond.wait(SCHEDULER_TICK)
+                    self._work.wait(SCHEDULER_TICK)
                 if self._stopping.is_set():
                     return
                 key = self._queue.popleft()
@@ -462,7 +468,7 @@ class Engine:
             finally:
                 with self._cond:
                     self._busy.discard(key)
-                    self._cond.notify_all()
+                    self._cond.notify()  # the scheduler: a job for this key may wait for it
 
     def _schedule(self, key: JobKey, delay: float = 0.0, *, debounce: bool = False) -> None:
         with self._cond:
@@ -737,7 +743,27 @@ class Engine:
         a binding whose folder is missing would read as a folder the user deleted)."""
         if not creates:
             return
-        results = create_conversation_folders(self._config.root, agent_dir, [(a.folder, a.cid) for a in creates])
+        # Until bound, events inside these folders (watchdog reports their contents as created) must not read
+        # as a user's new folder: that would plan the whole agent again, once per event.
+        shown: list[tuple[str, str]] = []
+
+        def appeared(created: Created) -> None:
+            with self._cond:
+                shown.append((agent.folder, created.folder))
+                self._building.add(shown[-1])
+
+        try:
+            results = create_conversation_folders(
+                self._config.root, agent_dir, [(a.folder, a.cid) for a in creates], appeared
+            )
+            self._bind_created(agent, creates, results)
+        finally:
+            with self._cond:
+                self._building.difference_update(shown)
+
+    def _bind_created(
+        self, agent: AgentRow, creates: Sequence[CreateFolder], results: Sequence[Created | Exception]
+    ) -> None:
         made: list[tuple[CreateFolder, Created]] = []
         for action, result in zip(creates, results, strict=True):
             if isinstance(result, Created):
@@ -915,6 +941,8 @@ class Engine:
         if len(parts) <= 2:
             if len(parts) == 2 and parts[1].startswith("."):
                 return  # our conversation folders under construction
+            if len(parts) == 2 and (parts[0], parts[1]) in self._building:
+                return
             self._schedule(("agent", aid) if aid else RESCAN, debounce, debounce=True)
             return
         key = (parts[0], parts[1])
@@ -923,8 +951,9 @@ class Engine:
             cid = self._folder_index.get(key)
             if cid is None and name == PROMPT and _is_save(hint):
                 self._orphan_signals.add(key)
+            building = key in self._building
         if cid is None:
-            if aid:
+            if aid and not building:
                 self._schedule(("agent", aid), debounce, debounce=True)
             return
         flags = Flags(local=True)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +132,18 @@ class Created:
 
 
 def create_conversation_folders(
-    root: Path, agent_dir: Path, wanted: Sequence[tuple[str, str]]
+    root: Path,
+    agent_dir: Path,
+    wanted: Sequence[tuple[str, str]],
+    on_created: Callable[[Created], None] | None = None,
 ) -> list[Created | OSError | OutsideRoot]:
     """Build a conversation folder for each ``(folder name, conversation id)``: under a hidden temp name, then
     renamed into place; one fsync of ``agent_dir`` at the end makes the renames durable together.
 
     If a name got taken meanwhile (the user made that folder), a free `` (2)`` variant is used instead. The
     result holds, per item, its ``Created`` or the error that stopped it (the others still go ahead); an id
-    that is no safe file name (a hostile server) is refused with ``OutsideRoot``.
+    that is no safe file name (a hostile server) is refused with ``OutsideRoot``. ``on_created`` is called as
+    each folder appears under its name (before the batch is durable and bound).
     A first mirror builds a thousand folders here, so each costs few system calls: the temp folder is new,
     so its entries are created directly (no temp files, no checks, no path resolving for each).
     """
@@ -147,9 +151,13 @@ def create_conversation_folders(
     out: list[Created | OSError | OutsideRoot] = []
     for folder, cid in wanted:
         try:
-            out.append(_create_one(agent_dir, folder, cid))
+            created = _create_one(agent_dir, folder, cid)
         except (OSError, OutsideRoot) as exc:
             out.append(exc)
+            continue
+        out.append(created)
+        if on_created is not None:
+            on_created(created)
     if any(isinstance(r, Created) for r in out):
         fsync_dir(agent_dir)
     return out
