@@ -112,10 +112,3 @@ def read_regular(path: Path, offset: int = 0) -> tuple[int, bytes] | None:
         return max(st.st_size, pos), b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def read_text_if_exists(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None

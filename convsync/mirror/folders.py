@@ -67,8 +67,8 @@ def read_marker(path: Path) -> str | None:
     return text.splitlines()[0].strip() if text else None
 
 
-def write_marker(root: Path, folder: Path, name: str, ident: str, *, durable: bool = True) -> None:
-    write_atomic(child(root, folder, name), ident + "\n", durable=durable)
+def write_marker(root: Path, folder: Path, name: str, ident: str) -> None:
+    write_atomic(child(root, folder, name), ident + "\n")
 
 
 def visible(name: str) -> bool:

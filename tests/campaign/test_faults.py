@@ -27,15 +27,6 @@ def emu() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-def rig(emu: EmulatorServer, tmp_path: Path) -> Iterator[Rig]:
-    r = Rig.make(emu, tmp_path)
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
 def within_limiter(rig: Rig) -> None:
     """No window of the limiter saw more attempts than it grants (a retry loop would exceed it).
 

@@ -35,15 +35,6 @@ def emu() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-def rig(emu: EmulatorServer, tmp_path: Path) -> Iterator[Rig]:
-    r = Rig.make(emu, tmp_path)
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
 def errors_log(folder: Path) -> str:
     try:
         return (folder / "errors.log").read_text(encoding="utf-8")
