@@ -7,7 +7,9 @@ import io
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pytest
 
+from convsync.mirror import rowgroups
 from convsync.mirror.dataframes import export_frame, frame_file_name, plan_exports
 from convsync.mirror.inbox import InboxTracker, upload
 from tests.files.conftest import Conv
@@ -119,6 +121,45 @@ def test_a_frame_bigger_than_one_answer_comes_in_parquet_pages(conv_small_cap: C
     got = pq.read_table(native.path)
     assert got.column("id").to_pylist() == list(range(2500))
     assert [p.name for p in out.iterdir()] == ["native.parquet"]
+
+
+def test_parquet_pages_are_copied_into_the_file_not_decoded(conv_small_cap: Conv) -> None:
+    """Each page's column chunks land in the exported file byte for byte: no value was decoded and re-encoded."""
+    conv = conv_small_cap
+    conv.say("/bigframe copied 2500 5")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    result = export_frame(conv.client, conv.aid, conv.cid, info, conv.folder / "data-frames")
+    exported = result.path.read_bytes()
+    for offset in (0, 1000, 2000):
+        page = io.BytesIO()
+        conv.client.download_data_frame_parquet(conv.aid, conv.cid, info.name, page, offset=offset, limit=1000)
+        data = page.getvalue()
+        footer = int.from_bytes(data[-8:-4], "little")
+        assert data[4 : len(data) - 8 - footer] in exported
+    assert pq.ParquetFile(result.path).metadata.num_row_groups == 3
+
+
+def test_pages_that_cannot_be_copied_are_decoded_instead(conv_small_cap: Conv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a page cannot be joined by copying (here: the joiner refuses the second), every row still arrives."""
+    conv = conv_small_cap
+    conv.say("/bigframe refused 2500 5")
+    (info,) = conv.client.list_data_frames(conv.aid, conv.cid)
+    taken = 0
+    real_take = rowgroups.Joiner.take
+
+    def refuse_second(self: rowgroups.Joiner) -> int:
+        nonlocal taken
+        taken += 1
+        if taken == 2:
+            raise rowgroups.NotJoinable("refused by the test")
+        return real_take(self)
+
+    monkeypatch.setattr(rowgroups.Joiner, "take", refuse_second)
+    out = conv.folder / "data-frames"
+    result = export_frame(conv.client, conv.aid, conv.cid, info, out, file_name="decoded.parquet")
+    assert taken == 2 and result.method == "parquet" and result.rows == 2500
+    assert pq.read_table(result.path).column("id").to_pylist() == list(range(2500))
+    assert [p.name for p in out.iterdir()] == ["decoded.parquet"]
 
 
 def test_json_pages_larger_than_the_servers_cap_still_get_every_row(conv_small_cap: Conv) -> None:
