@@ -20,6 +20,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what json.loads makes: skips the ABC check, ~5x slower, on every message part
+        return value
     if not isinstance(value, Mapping):
         raise ProtocolError(f"expected an object for {what}, got {type(value).__name__}")
     return value
@@ -245,7 +247,7 @@ class Message:
         raw_content = obj.get("content", [])
         if isinstance(raw_content, str):  # liberal: a plain string is one text part
             raw_content = [{"kind": "text", "text": raw_content}]
-        if not isinstance(raw_content, Sequence):
+        if type(raw_content) is not list and not isinstance(raw_content, Sequence):
             raise ProtocolError("message: 'content' must be a list of parts")
         return cls(
             message_id=_str(obj, "message_id", "message"),
