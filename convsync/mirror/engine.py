@@ -99,6 +99,9 @@ DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conve
 JobKey = tuple[str, str]
 LISTS: JobKey = ("lists", "")
 RESCAN: JobKey = ("rescan", "")
+WATCH: JobKey = ("watch", "")
+# A first mirror starts the watcher once the folders it built had their first reconcile, or after this long.
+WATCH_DEFER_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,8 @@ class Engine:
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._watcher: Watcher | None = None
+        self._watch_lock = threading.Lock()  # the lists job and the watch job may both start the watcher
+        self._unwatched: set[str] = set()  # built before the watcher started and not reconciled yet
         self._due: dict[JobKey, float] = {}
         self._first_hint: dict[JobKey, float] = {}
         self._queue: deque[JobKey] = deque()
@@ -209,6 +214,7 @@ class Engine:
         self._started = True
         # The watcher starts after the first lists pass (in ``_run_job``): on a new root that pass builds every
         # conversation folder, and watchdog walking each one as it is renamed into place costs seconds of CPU.
+        # When it built folders, the watcher waits for their first reconciles as well (the watch job).
         now = time.monotonic()
         with self._cond:
             self._next_lists = now
@@ -222,6 +228,11 @@ class Engine:
         """True once the first full scan finished (agents resolved, folders planned)."""
         return self._ready.wait(timeout)
 
+    @property
+    def watching(self) -> bool:
+        """Whether the watcher runs: from the first scan on, or once the folders it built had their first look."""
+        return self._watcher is not None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every thread; a reply being streamed is abandoned (it is read from the server next time)."""
         deadline = time.monotonic() + timeout
@@ -229,8 +240,9 @@ class Engine:
         with self._cond:
             self._cond.notify_all()
             self._work.notify_all()
-        if self._watcher is not None:
-            self._watcher.stop(timeout=timeout / 4)
+        with self._watch_lock:
+            if self._watcher is not None:
+                self._watcher.stop(timeout=timeout / 4)
         for thread in self._threads:
             thread.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
@@ -265,9 +277,10 @@ class Engine:
         if config.root != old.root and self._started:
             self._bind_root()
             self._rebuild_index()
-            if self._watcher is not None:  # else the first lists pass starts it
-                self._watcher.stop()
-                self._start_watcher()
+            with self._watch_lock:
+                if self._watcher is not None:  # else the first lists pass (or the watch job) starts it
+                    self._watcher.stop()
+                    self._start_watcher()
         self._update_intervals()
         self._respread_polls()
         log.info("configuration applied")
@@ -504,11 +517,16 @@ class Engine:
         if kind == "lists":
             if self._lists_pass() is not None:
                 self._local_pass(schedule=True)
-            if self._watcher is None:
-                self._start_watcher()
-                # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk.
-                self._schedule(RESCAN)
+            if self._watcher is None and not self._first_mirror():
+                self._start_watching()
             self._after_first_scan()
+            if self._watcher is None:
+                # The pass built folders: watchdog would take the events of their first mirror (a transcript
+                # written into each), ~10 % of the CPU of a big one. Their first reconciles come first, then the
+                # watcher and a rescan (``_first_reconciled``), or the watcher after WATCH_DEFER_SECONDS at most.
+                self._schedule(WATCH, WATCH_DEFER_SECONDS if self._first_mirror() else 0.0)
+        elif kind == "watch":
+            self._start_watching()
         elif kind == "rescan":
             self._local_pass(schedule=True)
         elif kind == "agent":
@@ -518,8 +536,33 @@ class Engine:
                     self._agent_pass(agent, None)
         elif kind == "conv":
             rt = self._runtime(ident)
-            outcome = self._run_conversation(ident, rt.pop())
+            try:
+                outcome = self._run_conversation(ident, rt.pop())
+            finally:
+                self._first_reconciled(ident)
             self._after_conversation(ident, outcome)
+
+    def _start_watching(self) -> None:
+        with self._watch_lock:
+            if self._watcher is not None or self._stopping.is_set():
+                return
+            self._start_watcher()
+        # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk.
+        self._schedule(RESCAN)
+
+    def _first_mirror(self) -> bool:
+        """Whether folders built before the watcher started still wait for their first reconcile."""
+        with self._cond:
+            return bool(self._unwatched)
+
+    def _first_reconciled(self, cid: str) -> None:
+        with self._cond:
+            if cid not in self._unwatched:
+                return
+            self._unwatched.discard(cid)
+            if self._unwatched or not self._ready.is_set():
+                return  # the lists pass still builds (it schedules the watch job itself once READY)
+        self._schedule(WATCH)
 
     def _after_first_scan(self) -> None:
         if self._ready.is_set():
@@ -861,6 +904,8 @@ class Engine:
                 self._orphan_signals.discard(key)
                 flags.prompt_signal_ns = time.time_ns()
             self._folder_index[key] = cid
+            if new and self._watcher is None:
+                self._unwatched.add(cid)
         rt.add(flags)
         self._schedule(("conv", cid))
 

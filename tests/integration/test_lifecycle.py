@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from convsync.api.client import AgentClient
+from convsync.emulator import FaultRule
 from convsync.errors import RootUnavailable
 from convsync.mirror.engine import Engine
 from convsync.mirror.names import MAX_NAME_BYTES
@@ -48,8 +49,9 @@ def test_a_remote_conversation_appears_as_a_folder(mirror: Mirror) -> None:
 
 
 def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it_are_watched(mirror: Mirror) -> None:
-    """The first scan builds every folder (in one batch, before READY); the watcher starts right after it, so a
-    folder made later becomes a conversation with the periodic rescan and list polls out of the picture."""
+    """The first scan builds every folder (in one batch, before READY); the watcher starts once each had its first
+    look, so a folder made later becomes a conversation with the periodic rescan and list polls out of the
+    picture."""
     mirror.stop()
     cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(40)]
     mirror.start(rescan_seconds=3600.0, poll_conversations_seconds=3600.0)
@@ -65,6 +67,39 @@ def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it
     folder.mkdir()
     cid = mirror.bound(folder)
     assert cid in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
+
+
+def test_changes_made_during_the_first_mirror_are_found_and_later_ones_are_watched(mirror: Mirror) -> None:
+    """Until the folders built at start had their first look, the watcher is not running (their own writes would
+    cost it seconds of CPU in a big first mirror). A folder made and a prompt saved in that window are found by
+    the look at the disk that follows the watcher's start, and a save after it by the watcher, with polls and
+    rescans out of reach."""
+    mirror.stop()
+    cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(10)]
+    slow = cids[-1]  # its first look takes 3 s: the window stays open that long
+    mirror.emu.set_faults([FaultRule(method="GET", path=rf"/{slow}/messages$", latency=3.0, count=1)])
+    never = 3600.0
+    engine = mirror.start(
+        rescan_seconds=never, poll_conversations_seconds=never, poll_idle_seconds=never, poll_active_seconds=never
+    )
+    folder = mirror.wait_folder_of(cids[0])
+    wait_until(lambda: first_looked(mirror, cids[0]), 10, what="the first look at the first conversation")
+    assert not first_looked(mirror, slow) and not engine.watching  # the window
+    made = mirror.agent_dir / "Made in the window"
+    made.mkdir()
+    (folder / "prompt.txt").write_text("saved during the first mirror")
+    wait_until(lambda: first_looked(mirror, slow) and engine.watching, 10, what="the watcher, after the last look")
+    assert mirror.bound(made, timeout=10) in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
+    wait_until(lambda: mirror.emu.user_messages(cids[0]), 20, what="the prompt saved in the window to be sent")
+    mirror.wait_idle(folder, 15)
+    (folder / "prompt.txt").write_text("saved after it")
+    wait_until(lambda: len(mirror.emu.user_messages(cids[0])) == 2, 10, what="the later prompt to be sent")
+    assert mirror.emu.user_messages(cids[0]) == ["saved during the first mirror", "saved after it"]
+
+
+def first_looked(mirror: Mirror, cid: str) -> bool:
+    """Whether convsync's first look at ``cid`` is over (its data frames were listed, the look's last request)."""
+    return any(r.route == "list_data_frames" and f"/{cid}/" in r.path and r.status for r in mirror.emu.requests)
 
 
 def test_a_remote_delete_moves_the_folder_aside(mirror: Mirror) -> None:
