@@ -547,7 +547,12 @@ class Engine:
             if self._watcher is not None or self._stopping.is_set():
                 return
             self._start_watcher()
-        # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk.
+        # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk, at every
+        # folder: one looked at while unwatched may have changed during that look, after the part it concerned
+        # (a save while the transcript was fetched), and its fingerprint, taken at the end, would hide it.
+        with self._cond:
+            for rt in self._runtimes.values():
+                rt.seen = None
         self._schedule(RESCAN)
 
     def _first_mirror(self) -> bool:

@@ -71,30 +71,39 @@ def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it
 
 def test_changes_made_during_the_first_mirror_are_found_and_later_ones_are_watched(mirror: Mirror) -> None:
     """Until the folders built at start had their first look, the watcher is not running (their own writes would
-    cost it seconds of CPU in a big first mirror). A folder made and a prompt saved in that window are found by
-    the look at the disk that follows the watcher's start, and a save after it by the watcher, with polls and
-    rescans out of reach."""
+    cost it seconds of CPU in a big first mirror). A folder made, and prompts saved in that window — one into a
+    folder already looked at, one into a folder in the middle of its look, past the point where it takes a
+    prompt — are found by the look at every folder that follows the watcher's start; a save after it by the
+    watcher. Polls and rescans are out of reach."""
     mirror.stop()
     cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(10)]
-    slow = cids[-1]  # its first look takes 3 s: the window stays open that long
-    mirror.emu.set_faults([FaultRule(method="GET", path=rf"/{slow}/messages$", latency=3.0, count=1)])
+    slow = cids[-1]  # its first look waits 3 s for its files listing: the window stays open that long
+    mirror.emu.set_faults([FaultRule(method="GET", path=rf"/{slow}/files$", latency=3.0, count=1)])
     never = 3600.0
     engine = mirror.start(
         rescan_seconds=never, poll_conversations_seconds=never, poll_idle_seconds=never, poll_active_seconds=never
     )
-    folder = mirror.wait_folder_of(cids[0])
+    folder, slow_folder = mirror.wait_folder_of(cids[0]), mirror.wait_folder_of(slow)
     wait_until(lambda: first_looked(mirror, cids[0]), 10, what="the first look at the first conversation")
+    wait_until(lambda: read_messages(mirror, slow), 10, what="the slow look to be past its messages")
     assert not first_looked(mirror, slow) and not engine.watching  # the window
     made = mirror.agent_dir / "Made in the window"
     made.mkdir()
-    (folder / "prompt.txt").write_text("saved during the first mirror")
+    (folder / "prompt.txt").write_text("saved in a folder looked at")
+    (slow_folder / "prompt.txt").write_text("saved during its look")
     wait_until(lambda: first_looked(mirror, slow) and engine.watching, 10, what="the watcher, after the last look")
     assert mirror.bound(made, timeout=10) in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
-    wait_until(lambda: mirror.emu.user_messages(cids[0]), 20, what="the prompt saved in the window to be sent")
+    wait_until(lambda: mirror.emu.user_messages(cids[0]), 20, what="the prompt saved in a folder looked at")
+    wait_until(lambda: mirror.emu.user_messages(slow), 20, what="the prompt saved during a look")
     mirror.wait_idle(folder, 15)
     (folder / "prompt.txt").write_text("saved after it")
     wait_until(lambda: len(mirror.emu.user_messages(cids[0])) == 2, 10, what="the later prompt to be sent")
-    assert mirror.emu.user_messages(cids[0]) == ["saved during the first mirror", "saved after it"]
+    assert mirror.emu.user_messages(cids[0]) == ["saved in a folder looked at", "saved after it"]
+    assert mirror.emu.user_messages(slow) == ["saved during its look"]
+
+
+def read_messages(mirror: Mirror, cid: str) -> bool:
+    return any(r.route == "list_messages" and f"/{cid}/" in r.path and r.status for r in mirror.emu.requests)
 
 
 def first_looked(mirror: Mirror, cid: str) -> bool:
