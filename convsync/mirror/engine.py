@@ -561,6 +561,8 @@ class Engine:
             return bool(self._unwatched)
 
     def _first_reconciled(self, cid: str) -> None:
+        if cid not in self._unwatched:  # every reconcile passes here: no lock once the first mirror is over
+            return  # (a cid is added before its first job is scheduled, so this read cannot miss it)
         with self._cond:
             if cid not in self._unwatched:
                 return

@@ -62,17 +62,19 @@ class Footer:
 
 def read_footer(file: BinaryIO, size: int) -> Footer:
     """The footer of the Parquet file of ``size`` bytes in ``file``; ``NotJoinable`` if it cannot be joined."""
-    if size < len(MAGIC) + TRAILER:
-        raise NotJoinable(f"{size} bytes are too few for a Parquet file")
 
     def read_at(offset: int, length: int) -> bytes:
         file.seek(offset)
         return file.read(length)
 
-    return _footer(read_at(0, len(MAGIC)), read_at(size - TRAILER, TRAILER), read_at, size)
+    return _footer(read_at, size)
 
 
-def _footer(head: bytes, tail: bytes, read_at: Callable[[int, int], bytes], size: int) -> Footer:
+def _footer(read_at: Callable[[int, int], bytes], size: int) -> Footer:
+    """The footer of a file of ``size`` bytes read through ``read_at(offset, length)``."""
+    if size < len(MAGIC) + TRAILER:
+        raise NotJoinable(f"{size} bytes are too few for a Parquet file")
+    head, tail = read_at(0, len(MAGIC)), read_at(size - TRAILER, TRAILER)
     if tail[4:] == b"PARE":
         raise NotJoinable("the Parquet footer is encrypted")
     if head != MAGIC or tail[4:] != MAGIC:
@@ -117,10 +119,6 @@ class Joiner:
         self._rows = 0
         self._start = 0
 
-    @property
-    def rows(self) -> int:
-        return self._rows
-
     def begin(self) -> None:
         """The next file's bytes start at the current end of ``out``; leaves ``out`` positioned there."""
         self._start = self._out.seek(0, os.SEEK_END)
@@ -134,9 +132,7 @@ class Joiner:
             out.seek(offset + shift)
             return out.read(length)
 
-        if size < len(MAGIC) + TRAILER:
-            raise NotJoinable(f"{size} bytes are too few for a Parquet file")
-        footer = _footer(read_at(0, len(MAGIC)), read_at(size - TRAILER, TRAILER), read_at, size)
+        footer = _footer(read_at, size)
         if self._first is None:
             self._first = footer
         elif footer.num_rows and footer.meta.get(_FILE_SCHEMA) != self._first.meta.get(_FILE_SCHEMA):
