@@ -94,6 +94,7 @@ HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
 CREATE_BATCH = 100  # new conversation folders built, fsynced and bound together
+LOGGED_ONE_BY_ONE = 3  # more new conversations at once are logged in one line
 DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
 JobKey = tuple[str, str]
@@ -822,8 +823,13 @@ class Engine:
                 self._action_failed(agent, "CreateFolder", result)
         # Should this fail, the folders stay; with their markers, the next pass adopts them.
         self._state.bind_conversations(agent.id, [(a.cid, c.folder, a.name) for a, c in made])
+        if len(made) <= LOGGED_ONE_BY_ONE:
+            for action, created in made:
+                log.info("new conversation %r → %s", action.name, created.path)
+        elif made:  # a first mirror: one line a batch (a thousand lines said nothing more, and cost a write each)
+            names = ", ".join(repr(a.name) for a, _ in made[:LOGGED_ONE_BY_ONE])
+            log.info("%d new conversations → %s: %s, …", len(made), made[0][1].path.parent, names)
         for action, created in made:
-            log.info("new conversation %r → %s", action.name, created.path)
             # Built just now: no temp files to clean up in it, and its status file says "idle".
             rt = self._runtime(action.cid)
             rt.temps_cleaned = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -67,6 +68,31 @@ def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it
     folder.mkdir()
     cid = mirror.bound(folder)
     assert cid in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
+
+
+def new_conversation_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    lines = [r.getMessage() for r in caplog.records if r.name == "convsync.mirror.engine"]
+    return [line for line in lines if "new conversation" in line]
+
+
+def test_a_first_mirror_logs_its_new_folders_in_one_line_and_a_later_one_by_name(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forty conversations found at start make one log line (their count, the agent folder, the first names), not
+    forty; a conversation that appears later gets its own line with its folder."""
+    mirror.stop()
+    for i in range(40):
+        mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}")
+    caplog.set_level(logging.INFO, logger="convsync.mirror.engine")
+    mirror.start()
+    [line] = new_conversation_lines(caplog)
+    head, _, names = line.partition(": ")
+    assert head == f"40 new conversations → {mirror.agent_dir}"
+    assert names.count("'Remote ") == 3 and names.endswith(", …")
+    cid = mirror.emu.create_conversation(mirror.aid, "Later")
+    folder = mirror.wait_folder_of(cid)
+    wait_until(lambda: len(new_conversation_lines(caplog)) == 2, 10, what="the later conversation's log line")
+    assert new_conversation_lines(caplog)[1] == f"new conversation 'Later' → {folder}"
 
 
 def test_changes_made_during_the_first_mirror_are_found_and_later_ones_are_watched(mirror: Mirror) -> None:
