@@ -593,7 +593,8 @@ def wait_mirrored(root: Path, cids: Sequence[str], timeout: float) -> float:
                     missing.discard(cid)
         return not missing
 
-    wait_until(done, timeout, f"{len(cids)} conversations mirrored", interval=0.25)
+    # The figure comes from the mtimes, so a slow poll costs no precision, only a second at the end.
+    wait_until(done, timeout, f"{len(cids)} conversations mirrored", interval=1.0)
     return written
 
 

@@ -123,7 +123,7 @@ def first_mirror_round(
             lambda: first_listings_done(emu, daemon.started, cids),
             1800,
             "every conversation's files listed",
-            interval=0.25,  # a look costs milliseconds of the emulator's process (the request log)
+            interval=1.0,  # a look costs the emulator's process; the figure is from the log's own times
         )
         mirrored = max(ready, written, listed)
         gets = [r for r in h.requests_since(emu, daemon.started, methods=("GET",)) if r.started <= mirrored]
