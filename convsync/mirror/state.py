@@ -272,18 +272,27 @@ class State:
             self._connections.clear()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``durable=False`` for rows that only show what is going on (a conversation's
+        activity): their commit skips the fsync, so a power cut may lose them, never tear them (WAL), and the
+        next durable commit carries them to disk too. Saves an fsync on the way from a save to its request."""
         if self.readonly:
             raise StateError("the state database was opened read-only")
         conn = self._conn()
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = self._conn().execute(sql, params).fetchall()
@@ -447,11 +456,11 @@ class State:
 
     def set_activity(self, cid: str, activity: str, last_error: str | None) -> None:
         """What ``convsync status`` shows for the conversation (the same text as its ``status`` file)."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute("UPDATE conversations SET activity=?, last_error=? WHERE id=?", (activity, last_error, cid))
 
     def touch_activity(self, cid: str, when: float | None = None) -> None:
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute("UPDATE conversations SET last_activity=? WHERE id=?", (when or time.time(), cid))
 
     # pending creates

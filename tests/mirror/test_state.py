@@ -151,3 +151,35 @@ def test_the_bindings_version_changes_with_bindings_only(state: State) -> None:
     assert v2 > v1
     state.set_conversation_status("c1", "detached")
     assert state.bindings_version > v2
+
+
+def test_only_activity_rows_are_committed_without_an_fsync(state: State) -> None:
+    """What a conversation is doing (``status``'s text) is committed with ``synchronous=NORMAL``: it is shown, not
+    kept, and its fsync sat between a save and its request. The prompt queued right after it, and a write that
+    fails, run with ``synchronous=FULL`` again."""
+    conn = state._conn()  # this thread's connection: the statements it runs tell which writes are synced
+    mode = {"now": conn.execute("PRAGMA synchronous").fetchone()[0]}
+    synced: list[tuple[str, int]] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous="):
+            mode["now"] = {"NORMAL": 1, "FULL": 2}[sql.split("=", 1)[1]]
+        elif sql.startswith(("UPDATE", "INSERT")):
+            synced.append((" ".join(sql.split()[:3]), mode["now"]))
+
+    assert mode["now"] == 2
+    state.bind_conversation("c1", "a", "Chat", "Chat")
+    conn.set_trace_callback(trace)
+    state.set_activity("c1", "sending", None)
+    state.enqueue("c1", "prompt", "hello", "0" * 64)
+    with pytest.raises(sqlite3.IntegrityError):
+        state.set_activity("c1", None, None)  # type: ignore[arg-type]  # NOT NULL: the transaction fails
+    state.mark_sending(state.pending("c1")[0].seq, [])
+    conn.set_trace_callback(None)
+    assert synced == [
+        ("UPDATE conversations SET", 1),
+        ("INSERT INTO outbox(conversation_id,", 2),
+        ("UPDATE conversations SET", 1),
+        ("UPDATE outbox SET", 2),
+    ]
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
