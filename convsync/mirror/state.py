@@ -33,6 +33,7 @@ from typing import Literal, cast
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.db"
+DURABLE_COMMITS = "PRAGMA synchronous=FULL"  # every connection's setting; _write(durable=False) lifts it for one commit
 
 ConversationStatus = Literal["active", "detached", "deleted"]
 OutboxKind = Literal["prompt", "upload"]
@@ -256,7 +257,7 @@ class State:
             if fresh:
                 self.path.chmod(0o600)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(DURABLE_COMMITS)
         conn.row_factory = sqlite3.Row
         self._local.conn = conn
         with self._conn_lock:
@@ -292,7 +293,7 @@ class State:
                 conn.execute("COMMIT")
             finally:
                 if not durable:
-                    conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute(DURABLE_COMMITS)
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = self._conn().execute(sql, params).fetchall()
