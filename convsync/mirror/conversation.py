@@ -363,12 +363,11 @@ class Reconcile:
         state = self.ctx.state
 
         def store(taken: Taken) -> None:
-            state.enqueue(self.cid, "prompt", taken.text, taken.sha256)
+            state.enqueue(self.cid, "prompt", taken.text, taken.sha256, taken_from=taken.identity)
             self._pending = None
 
-        def is_stored(digest: str) -> bool:
-            last = state.last_prompt(self.cid)
-            return last is not None and last.sha256 == digest
+        def is_stored(identity: str) -> bool:
+            return state.was_taken(self.cid, identity)
 
         try:
             if take(self.folder, store, is_stored):

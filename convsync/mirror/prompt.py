@@ -10,12 +10,16 @@ How to take (``take``), so that text typed meanwhile is never lost:
    ``prompt.txt`` → ``.prompt.taking``). A writer still holding the file keeps writing into the taken file,
    which step 5 notices; an editor saving by name writes the new ``prompt.txt``;
 2. read it; strip surrounding whitespace; an empty result is no prompt;
-3. store it in the outbox (committed to SQLite) together with the sha256 of the bytes read;
+3. store it in the outbox (committed to SQLite) together with the sha256 of the bytes read and the taken
+   file's identity (device, inode, ctime, size: ``file_identity``);
 4. (after a plain rename) create an empty ``prompt.txt`` only if none exists (``O_EXCL``: a racing save wins);
 5. if ``.prompt.taking`` grew meanwhile, the extra text becomes a further prompt; then unlink it.
 
-A ``.prompt.taking`` left by a crash is recovered first: already in the outbox (same hash as the newest
-stored prompt) → deleted, else taken. Editor artefacts (``4913``, ``prompt.txt~``, ``.prompt.txt.swp``,
+A ``.prompt.taking`` left by a crash is recovered first: a stored entry has its identity → deleted, else
+taken. Its identity decides, never its text: a save that repeats the previous prompt word for word is a
+second prompt (the exchange gave the taking file a new ctime, so no earlier take has its identity).
+
+Editor artefacts (``4913``, ``prompt.txt~``, ``.prompt.txt.swp``,
 ``.#prompt.txt``, ``prompt.txt___jb_tmp___``…) are never read.
 """
 
@@ -69,6 +73,7 @@ def is_editor_artefact(name: str) -> bool:
 class Taken:
     text: str  # what will be sent: the file's text without surrounding whitespace
     sha256: str  # of the bytes read
+    identity: str = ""  # of the taken file as read (``file_identity``); stored with the entry
 
 
 class NotText(Exception):
@@ -114,8 +119,9 @@ def take(
 ) -> list[Taken]:
     """Take ``prompt.txt`` (and a leftover ``.prompt.taking``) as described in the module docstring.
 
-    ``store`` must commit the prompt durably before it returns; ``is_stored(sha256)`` tells whether the newest
-    stored prompt has that hash. Returns what was stored. Raises ``NotText`` (after moving the bytes aside).
+    ``store`` must commit the prompt (with ``Taken.identity``) durably before it returns; ``is_stored(identity)``
+    tells whether an entry of this conversation was stored with that file identity.
+    Returns what was stored. Raises ``NotText`` (after moving the bytes aside).
     """
     stored: list[Taken] = []
     taking = folder / TAKING
@@ -180,7 +186,7 @@ def _finish_taking(
     recovering: bool,
 ) -> list[Taken]:
     stored: list[Taken] = []
-    raw = taking.read_bytes()
+    raw, identity = _read_with_identity(taking)
     digest = sha256_hex(raw)
     text = decode_prompt(raw)
     if text is None:
@@ -188,22 +194,41 @@ def _finish_taking(
         taking.rename(kept)
         ensure_prompt_file(folder)
         raise NotText(kept)
-    if text and not (recovering and is_stored(digest)):
-        taken = Taken(text, digest)
+    if text and not (recovering and is_stored(identity)):
+        taken = Taken(text, digest, identity)
         store(taken)
         stored.append(taken)
     ensure_prompt_file(folder)
     # A writer that still held prompt.txt open wrote into the taken file: that text is a prompt too.
     with contextlib.suppress(FileNotFoundError):
-        now_raw = taking.read_bytes()
+        now_raw, now_identity = _read_with_identity(taking)
         if len(now_raw) > len(raw) and now_raw.startswith(raw):
             extra = decode_prompt(now_raw[len(raw) :])
             if extra:
-                taken = Taken(extra, sha256_hex(now_raw))
+                taken = Taken(extra, sha256_hex(now_raw), now_identity)
                 store(taken)
                 stored.append(taken)
     taking.unlink(missing_ok=True)
     return stored
+
+
+def file_identity(st: os.stat_result, size: int) -> str:
+    """Which file, in which state: device, inode, ctime (ns) and the size read.
+
+    The exchange (or rename) that makes a file ``.prompt.taking`` sets its ctime, and a write sets it again,
+    so a later file that reuses the inode number (ext4 reuses them at once) has another ctime, and a file that
+    grew has another size: equal identities mean the very file, unchanged since it was read.
+    """
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}:{size}"
+
+
+def _read_with_identity(path: Path) -> tuple[bytes, str]:
+    with path.open("rb") as f:
+        raw = f.read()
+        st = os.fstat(f.fileno())
+    # A writer appending between the read and the fstat gives a size that is not len(raw): the identity then
+    # never matches, and a recovery takes the file again rather than dropping text.
+    return raw, file_identity(st, len(raw) if st.st_size == len(raw) else -1)
 
 
 def open_for_writing(path: Path) -> bool:

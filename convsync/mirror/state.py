@@ -1,13 +1,14 @@
 """The durable state of the mirror: SQLite (stdlib) in WAL mode, with a schema version.
 
-What it holds (schema v1):
+What it holds (schema v2; v1 lacked ``outbox.taken_from``):
 
 - ``agents``          agent id ↔ agent folder name
 - ``conversations``   conversation id ↔ folder name, with status ``active | detached | deleted`` and the last
                       activity/error shown by ``convsync status``
 - ``pending_creates`` a ``mkdir`` whose conversation is being created on the server (so a crash between the
                       POST and binding adopts the conversation instead of creating a second one)
-- ``outbox``          what the user asked to send, in order: prompts and uploads (``kind``), delivery state
+- ``outbox``          what the user asked to send, in order: prompts and uploads (``kind``), delivery state,
+                      and for a prompt the identity of the ``.prompt.taking`` file it was read from
 - ``transcript``      which server messages ``transcript.md`` holds, in order, and the file offset after each
 - ``transfers``       per file ref: ``down`` = the version ``files/`` holds (downloaded or uploaded by us)
                       and its local name; ``up`` = an upload in progress (bytes done of size)
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "state.db"
 DURABLE_COMMITS = "PRAGMA synchronous=FULL"  # every connection's setting; _write(durable=False) lifts it for one commit
 
@@ -113,6 +114,10 @@ CREATE TABLE frames (
     PRIMARY KEY (conversation_id, name)
 );
 """
+
+
+# Each step takes the schema from the version before it to the next one (index 0: from 1 to 2).
+_MIGRATIONS = ("ALTER TABLE outbox ADD COLUMN taken_from TEXT NOT NULL DEFAULT '';",)
 
 
 class StateError(Exception):
@@ -326,7 +331,10 @@ class State:
         with self._write_lock:
             version = self._check_version(conn)
             if version < 1:
-                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA_V1}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA_V1}PRAGMA user_version=1;COMMIT;")
+                version = 1
+            for step in range(version, SCHEMA_VERSION):
+                conn.executescript(f"BEGIN IMMEDIATE;{_MIGRATIONS[step - 1]}PRAGMA user_version={step + 1};COMMIT;")
 
     # meta
 
@@ -501,16 +509,24 @@ class State:
         )
 
     def enqueue(
-        self, cid: str, kind: OutboxKind, payload: str, sha256: str = "", *, barrier: bool | None = None
+        self,
+        cid: str,
+        kind: OutboxKind,
+        payload: str,
+        sha256: str = "",
+        *,
+        barrier: bool | None = None,
+        taken_from: str = "",
     ) -> int:
-        """Store one prompt or upload durably (committed when this returns); returns its sequence number."""
+        """Store one prompt or upload durably (committed when this returns); returns its sequence number.
+        ``taken_from``: the identity of the file a prompt was read from (``prompt.file_identity``)."""
         now = time.time()
         is_barrier = (kind == "prompt") if barrier is None else barrier
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT INTO outbox(conversation_id, kind, payload, sha256, barrier, created_at, updated_at) "
-                "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                (cid, kind, payload, sha256, int(is_barrier), now, now),
+                "INSERT INTO outbox(conversation_id, kind, payload, sha256, barrier, created_at, updated_at, "
+                "taken_from) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, kind, payload, sha256, int(is_barrier), now, now, taken_from),
             )
             seq = cur.lastrowid
         assert seq is not None
@@ -533,6 +549,15 @@ class State:
             "SELECT * FROM outbox WHERE conversation_id=? AND kind='prompt' ORDER BY seq DESC LIMIT 1", (cid,)
         )
         return self._entry(rows[0]) if rows else None
+
+    def was_taken(self, cid: str, identity: str) -> bool:
+        """Whether a prompt of ``cid`` was stored from the file with this identity (``prompt.file_identity``)."""
+        if not identity:
+            return False
+        rows = self._read(
+            "SELECT 1 FROM outbox WHERE conversation_id=? AND kind='prompt' AND taken_from=? LIMIT 1", (cid, identity)
+        )
+        return bool(rows)
 
     def entries(self, cid: str) -> list[OutboxEntry]:
         rows = self._read("SELECT * FROM outbox WHERE conversation_id=? ORDER BY seq", (cid,))

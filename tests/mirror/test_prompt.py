@@ -16,10 +16,10 @@ from convsync.mirror.prompt import (
     decode_prompt,
     is_editor_artefact,
     open_for_writing,
-    sha256_hex,
     should_take,
     take,
 )
+from convsync.mirror.state import State
 
 
 class Outbox:
@@ -29,8 +29,8 @@ class Outbox:
     def store(self, taken: Taken) -> None:
         self.items.append(taken)
 
-    def is_stored(self, digest: str) -> bool:
-        return bool(self.items) and self.items[-1].sha256 == digest
+    def is_stored(self, identity: str) -> bool:
+        return any(t.identity == identity for t in self.items)
 
 
 @pytest.mark.parametrize(
@@ -111,11 +111,22 @@ def test_a_save_racing_the_take_is_not_overwritten(tmp_path: Path) -> None:
     assert [t.text for t in outbox.items] == ["first", "second"]
 
 
+class Killed(BaseException):
+    """Stands for a SIGKILL at a chosen step: nothing after it runs."""
+
+
 def test_a_leftover_taking_file_already_stored_is_dropped(tmp_path: Path) -> None:
     """After a crash between storing and unlinking, the prompt is not stored twice."""
-    (tmp_path / TAKING).write_text("once")
+    (tmp_path / PROMPT).write_text("once")
     outbox = Outbox()
-    outbox.store(Taken("once", sha256_hex(b"once")))
+
+    def store_then_die(taken: Taken) -> None:
+        outbox.store(taken)
+        raise Killed
+
+    with pytest.raises(Killed):
+        take(tmp_path, store_then_die, outbox.is_stored)
+    assert (tmp_path / TAKING).exists()
     take(tmp_path, outbox.store, outbox.is_stored)
     assert [t.text for t in outbox.items] == ["once"]
     assert not (tmp_path / TAKING).exists()
@@ -127,6 +138,33 @@ def test_a_leftover_taking_file_not_yet_stored_is_taken(tmp_path: Path) -> None:
     outbox = Outbox()
     take(tmp_path, outbox.store, outbox.is_stored)
     assert [t.text for t in outbox.items] == ["not lost"]
+
+
+def test_a_save_repeating_the_previous_prompt_survives_a_crash_before_its_commit(tmp_path: Path) -> None:
+    """Saves "ok 2", "ok 2" with a crash between the second exchange and its commit: both are stored."""
+    state = State(tmp_path / "state" / "state.db")
+    folder = tmp_path / "conv"
+    folder.mkdir()
+
+    def store(taken: Taken) -> None:
+        state.enqueue("c1", "prompt", taken.text, taken.sha256, taken_from=taken.identity)
+
+    def is_stored(identity: str) -> bool:
+        return state.was_taken("c1", identity)
+
+    def die(taken: Taken) -> None:
+        raise Killed
+
+    (folder / PROMPT).write_text("ok 2\n")
+    take(folder, store, is_stored)
+    (folder / PROMPT).write_text("ok 2\n")
+    with pytest.raises(Killed):
+        take(folder, die, is_stored)
+    assert (folder / TAKING).read_text() == "ok 2\n"
+    take(folder, store, is_stored)  # the next run recovers the leftover
+    assert [e.payload for e in state.entries("c1")] == ["ok 2", "ok 2"]
+    assert not (folder / TAKING).exists()
+    state.close()
 
 
 def test_text_written_into_the_taken_file_becomes_a_further_prompt(tmp_path: Path) -> None:

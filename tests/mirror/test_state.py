@@ -44,6 +44,24 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         State(tmp_path / "state.db")
 
 
+def test_a_version_1_database_is_migrated_keeping_its_queue(tmp_path: Path) -> None:
+    """A v1 database (no taken_from) gains the column and keeps its queued prompts."""
+    from convsync.mirror.state import _SCHEMA_V1
+
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.executescript(_SCHEMA_V1 + "PRAGMA user_version=1;")
+    conn.execute(
+        "INSERT INTO outbox(conversation_id, kind, payload, created_at, updated_at) VALUES('c1', 'prompt', 'hi', 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    s = State(tmp_path / "state.db")
+    assert [e.payload for e in s.pending("c1")] == ["hi"]
+    s.enqueue("c1", "prompt", "again", taken_from="1:2:3:4")
+    assert s.was_taken("c1", "1:2:3:4")
+    s.close()
+
+
 def test_the_outbox_keeps_order_and_survives_reopening(tmp_path: Path) -> None:
     """Entries come back oldest first, after closing and reopening the database."""
     s = State(tmp_path / "state.db")
