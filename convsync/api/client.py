@@ -233,13 +233,21 @@ class AgentClient:
         return Conversation.from_wire(_json(response), agent_id=aid)
 
     def delete_conversation(self, aid: str, cid: str) -> Conversation:
-        """Delete a conversation and its files (a retried delete that finds 404: see the module docstring)."""
+        """Delete a conversation and its files (a retried delete that finds 404: see the module docstring).
+
+        Any 2xx is success; when the answer is not the deleted conversation (``204 No Content``, an empty or
+        other body), the result carries the ids and an empty name.
+        """
         response = self._request(
             "DELETE", self._url("agents", aid, "conversations", cid), safe=True, gone_after_retry_ok=True
         )
-        if response.status_code == 404:
-            return Conversation(id=cid, name="", agent_id=aid)
-        return Conversation.from_wire(_json(response), agent_id=aid)
+        gone = Conversation(id=cid, name="", agent_id=aid)
+        if response.status_code == 404 or not response.content.strip():
+            return gone
+        try:
+            return Conversation.from_wire(json.loads(response.content), agent_id=aid)
+        except (ValueError, ProtocolError):
+            return gone
 
     # --- messages -------------------------------------------------------------------------------------------
 
@@ -401,21 +409,25 @@ class AgentClient:
     def _paginate(self, url: httpx.URL, params: Mapping[str, str], first: Any = None) -> Iterator[Any]:
         """The items of a list route, following ``next`` as a token or as a URL/path.
 
-        Liberal about the shape: a bare JSON array is a whole list; ``{"data": [...]}`` is a page. Stops when
-        ``has_more`` is false or ``next`` is empty; a ``next`` seen before raises ``ProtocolError`` rather
-        than loop.
+        Liberal about the shape: a bare JSON array is a whole list; ``{"data": [...]}`` is a page; a missing
+        or ``null`` collection (the body, or its ``data``) is an empty one. Stops when ``has_more`` is false
+        or ``next`` is empty; a ``next`` seen before raises ``ProtocolError`` rather than loop.
         """
         body = first if first is not None else self._get_json(url, params)
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
+            if body is None:
+                return
             if isinstance(body, list):
                 yield from body
                 return
             if not isinstance(body, dict):
                 raise ProtocolError(f"expected a list or a page object from {url.path}")
-            data = body.get("data", body.get("messages"))
+            data = body.get("data")
+            if data is None:
+                data = body.get("messages") or []
             if not isinstance(data, list):
-                raise ProtocolError(f"the page from {url.path} has no 'data' list")
+                raise ProtocolError(f"the 'data' of the page from {url.path} is not a list")
             yield from data
             token = body.get("next")
             if not token or body.get("has_more") is False:

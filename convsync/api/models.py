@@ -244,7 +244,9 @@ class Message:
     @classmethod
     def from_wire(cls, data: Any) -> Message:
         obj = _obj(data, "message")
-        raw_content = obj.get("content", [])
+        raw_content = obj.get("content")
+        if raw_content is None:  # missing or null: no parts
+            raw_content = []
         if isinstance(raw_content, str):  # liberal: a plain string is one text part
             raw_content = [{"kind": "text", "text": raw_content}]
         if type(raw_content) is not list and not isinstance(raw_content, Sequence):

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from convsync.emulator import wire
 from convsync.emulator.gateway import ADMIN_PREFIX
 from convsync.emulator.options import FaultRule
-from convsync.emulator.run import user_message
+from convsync.emulator.run import injected_message
 from convsync.emulator.runtime import Runtime
 from convsync.emulator.wire import ApiFault
 
@@ -33,6 +33,8 @@ RUNTIME_OPTIONS = frozenset(
         "chunk_size",
         "auto_rename_named",
         "frame_row_cap",
+        "null_collections",
+        "delete_no_content",
     }
 )
 
@@ -141,8 +143,9 @@ def admin_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure 
         role = body.get("role", "agent")
         if role not in ("user", "agent"):
             raise ApiFault(422, "role must be 'user' or 'agent'")
-        message = user_message(body["text"])
-        message["role"] = role
+        message = injected_message(
+            body["text"], role, complete=bool(body.get("complete", True)), no_content=bool(body.get("no_content"))
+        )
         runtime.store.add_message(cid, message)
         return wire.to_rest(message)
 

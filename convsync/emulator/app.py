@@ -137,10 +137,19 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
             raise ApiFault(404, f"Conversation {cid} not found")
         return conversation
 
+    def nulled(items: list[Any]) -> list[Any] | None:
+        """``null_collections``: an empty collection is sent as ``null``, the way a server might."""
+        return None if runtime.options.null_collections and not items else items
+
+    def rest_message(stored: dict[str, Any]) -> dict[str, Any]:
+        message = wire.to_rest(stored)
+        message["content"] = nulled(message["content"])
+        return message
+
     def paginated(request: Request, items: list[Any]) -> dict[str, Any]:
         options = runtime.options
         if options.page_size <= 0:
-            return {"next": None, "has_more": False, "data": items}
+            return {"next": None, "has_more": False, "data": nulled(items)}
         offset = _decode_token(request.query_params.get("next"))
         stop = offset + options.page_size
         if stop >= len(items):
@@ -185,12 +194,14 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
     async def delete_conversation(aid: str, cid: str) -> Any:
         conversation = conversation_or_404(aid, cid)
         store.delete_conversation(cid)
+        if runtime.options.delete_no_content:
+            return Response(status_code=204)
         return conversation.to_wire()
 
     @router.get("/agents/{aid}/conversations/{cid}/messages", name="list_messages")
     async def list_messages(request: Request, aid: str, cid: str) -> Any:
         conversation_or_404(aid, cid)
-        return paginated(request, [wire.to_rest(m) for m in store.messages(cid)])
+        return paginated(request, [rest_message(m) for m in store.messages(cid)])
 
     @router.post("/agents/{aid}/conversations/{cid}/messages", name="post_message")
     async def post_message(aid: str, cid: str, body: MessageBody) -> Any:
@@ -213,7 +224,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
             raise ApiFault(500, _SYNC_RUN_FAILED)
         if first_run and not renamed and (not conversation.user_named or options.auto_rename_named):
             store.rename_conversation(cid, auto_title(body.content))
-        return {"next": None, "has_more": False, "data": [wire.to_rest(m) for m in store.messages(cid)]}
+        return {"next": None, "has_more": False, "data": [rest_message(m) for m in store.messages(cid)]}
 
     @router.post("/agents/{aid}/conversations/{cid}/stream", name="stream_message")
     async def stream_message(request: Request, aid: str, cid: str, body: MessageBody) -> Any:
@@ -235,7 +246,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
     async def list_files(aid: str, cid: str) -> Any:
         conversation_or_404(aid, cid)
         user_id = runtime.options.user_id
-        return [f.to_wire(store.blob_path(cid, f.file_id), user_id) for f in store.files(cid)]
+        return nulled([f.to_wire(store.blob_path(cid, f.file_id), user_id) for f in store.files(cid)])
 
     @router.post("/agents/{aid}/conversations/{cid}/files", name="upload_files")
     async def upload_files(request: Request, aid: str, cid: str) -> Any:
@@ -264,7 +275,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
                 path = store.frame_path(cid, frame.data_frame_id)
                 samples = await runtime.offload(partial(frames.sample_rows, path, num_samples))
             result.append(frame.to_wire(samples))
-        return result
+        return nulled(result)
 
     @router.get("/agents/{aid}/conversations/{cid}/data-frames/{data_frame_name}", name="get_data_frame")
     async def get_data_frame(  # noqa: PLR0917 - FastAPI reads the route's parameters from the signature

@@ -100,6 +100,8 @@ class EmulatorOptions:
     frame_row_cap: int = 100_000  # the data-frame slicer never returns more rows than this
     user_id: str = "a0c5f4d2-5f1e-4b8e-9d3c-0c1a2b3c4d5e"
     auth: bool = True  # False: no gateway auth at all
+    null_collections: bool = False  # empty lists (data, content, files, frames) are sent as null
+    delete_no_content: bool = False  # DELETE of a conversation answers 204 without a body
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.startswith("s4w_"):

@@ -39,6 +39,16 @@ def user_message(text: str) -> dict[str, Any]:
     return _stored([part], "user", stamp, None)
 
 
+def injected_message(text: str, role: str, *, complete: bool = True, no_content: bool = False) -> dict[str, Any]:
+    """A message stored without a run (another client, a background agent, a run that died midway)."""
+    message = user_message(text)
+    message["role"] = role
+    message["complete"] = complete
+    if no_content:
+        message["content"] = []
+    return message
+
+
 def _stored(content: list[dict[str, Any]], role: str, stamp: str, run_id: str | None) -> dict[str, Any]:
     return {
         "content": content,

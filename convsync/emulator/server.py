@@ -31,7 +31,7 @@ from convsync.emulator import wire
 from convsync.emulator.app import build_app
 from convsync.emulator.gateway import ADMIN_PREFIX, TRANSPORT_KEY
 from convsync.emulator.options import EmulatorOptions, FaultRule, FaultState, RequestRecord, StreamRecord
-from convsync.emulator.run import user_message
+from convsync.emulator.run import injected_message
 from convsync.emulator.runtime import Runtime, WorkerPool
 from convsync.emulator.store import Store
 
@@ -301,10 +301,15 @@ class EmulatorServer:
     def delete_conversation(self, conversation_id: str) -> None:
         self._store.delete_conversation(conversation_id)
 
-    def inject_message(self, conversation_id: str, text: str, role: str = "agent") -> dict[str, Any]:
-        """A message that appears without a run (written by another client or a background agent)."""
-        message = user_message(text)
-        message["role"] = role
+    def inject_message(
+        self, conversation_id: str, text: str, role: str = "agent", *, complete: bool = True, no_content: bool = False
+    ) -> dict[str, Any]:
+        """A message that appears without a run (written by another client or a background agent).
+
+        ``complete=False`` stores it unfinished (as a failed or cancelled run might leave it); ``no_content``
+        stores it without any content part.
+        """
+        message = injected_message(text, role, complete=complete, no_content=no_content)
         self._store.add_message(conversation_id, message)
         return wire.to_rest(message)
 

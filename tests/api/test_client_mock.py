@@ -269,10 +269,16 @@ def test_malformed_json_on_200_is_a_protocol_error() -> None:
 
 
 def test_wrong_shape_on_200_is_a_protocol_error() -> None:
-    """A page without a data list raises ProtocolError."""
-    client, _ = client_for(Recorder(httpx.Response(200, json={"next": None, "has_more": False})))
+    """A page whose data is not a list raises ProtocolError."""
+    client, _ = client_for(Recorder(httpx.Response(200, json={"next": None, "has_more": False, "data": "x"})))
     with pytest.raises(ProtocolError):
         client.list_conversations(AID)
+
+
+def test_page_without_data_is_empty() -> None:
+    """A page without a data key is an empty page (a missing collection is an empty one)."""
+    client, _ = client_for(Recorder(httpx.Response(200, json={"next": None, "has_more": False})))
+    assert client.list_conversations(AID) == []
 
 
 def test_429_becomes_rate_limited_with_retry_after() -> None:
