@@ -8,6 +8,7 @@ code  name                meaning
 0     OK                  done
 1     BUG                 an unexpected error: a bug, please report it
 2     USAGE               wrong command-line arguments
+65    STATE_UNUSABLE      the state database is corrupt or newer than this convsync: ``convsync repair``
 69    ROOT_UNAVAILABLE    the mirror root has no ``.convsync-root`` marker
 73    ALREADY_RUNNING     another ``convsync run`` uses this state directory
 75    TRANSIENT           the server is unreachable or failing; trying again later may work
@@ -33,6 +34,7 @@ class Exit(IntEnum):
     OK = 0
     BUG = 1
     USAGE = 2
+    STATE_UNUSABLE = 65
     ROOT_UNAVAILABLE = 69
     ALREADY_RUNNING = 73
     TRANSIENT = 75
@@ -47,6 +49,7 @@ def exit_code_for(exc: BaseException) -> Exit:
         (errors.AuthError, Exit.AUTH),
         (errors.RootUnavailable, Exit.ROOT_UNAVAILABLE),
         (errors.AlreadyRunning, Exit.ALREADY_RUNNING),
+        (errors.StateUnusable, Exit.STATE_UNUSABLE),
         (errors.TransientError, Exit.TRANSIENT),
         (errors.ApiError, Exit.TRANSIENT),
     ]
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show every conversation's state")
     _add_config_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("repair", help="rebuild an unusable state database, keeping every queued prompt")
+    _add_config_option(p)
 
     p = sub.add_parser("demo", help="run a scripted session against the built-in emulator")
     p.add_argument("--keep", action="store_true", help="leave the emulator and daemon running afterwards")
@@ -184,6 +190,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convsync.daemon import sync_once
 
         return sync_once(config)
+    if args.command == "repair":
+        from convsync.repair import run_repair
+
+        return run_repair(config)
     if args.command == "status":
         from convsync.statusreport import print_status
 

@@ -5,7 +5,8 @@
     ConvsyncError
      ├── ConfigError             fix the config (names the key, the line and the fix)
      ├── RootUnavailable         the mirror root lost its marker (unmounted disk?): stop acting
-     ├── AlreadyRunning          another daemon holds the state directory's lock
+     ├── AlreadyRunning          another daemon holds the state directory's lock (or the root's)
+     ├── StateUnusable           the state database is newer than this convsync, or corrupt: upgrade or repair
      └── ApiError                anything the Agent API said or failed to say
           ├── TransientError     retry later (connection failed, timeout, 5xx, stream cut)
           │    ├── RateLimited   429: retry after ``retry_after`` seconds
@@ -40,6 +41,10 @@ class RootUnavailable(ConvsyncError):
 
 class AlreadyRunning(ConvsyncError):
     """Another ``convsync run`` holds the lock of this state directory."""
+
+
+class StateUnusable(ConvsyncError):
+    """The state database cannot be used: written by a newer convsync, or corrupt (the message says the fix)."""
 
 
 class ApiError(ConvsyncError):

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from convsync.errors import StateUnusable
+
 SCHEMA_VERSION = 2
 DB_NAME = "state.db"
 DURABLE_COMMITS = "PRAGMA synchronous=FULL"  # every connection's setting; _write(durable=False) lifts it for one commit
@@ -120,8 +122,15 @@ CREATE TABLE frames (
 _MIGRATIONS = ("ALTER TABLE outbox ADD COLUMN taken_from TEXT NOT NULL DEFAULT '';",)
 
 
-class StateError(Exception):
+class StateError(StateUnusable):
     """The state database is unusable (newer schema than this convsync, or corrupt)."""
+
+
+def _unusable(path: Path, why: str) -> StateError:
+    return StateError(
+        f"the state database {path} {why}; fix: run `convsync repair`, which keeps it aside and rebuilds the state "
+        "from the folders' markers and the server, keeping every queued prompt (nothing on the server is sent again)"
+    )
 
 
 # --- rows ---------------------------------------------------------------------------------------------------
@@ -212,6 +221,20 @@ class FrameRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SalvagedEntry:
+    """A queued entry read from an unusable database by ``convsync repair``; ``baseline`` as stored (JSON)."""
+
+    conversation_id: str
+    kind: OutboxKind
+    payload: str
+    sha256: str
+    barrier: bool
+    sending: bool  # an attempt started: the delivery check runs before any resend
+    attempts: int
+    baseline: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxCounts:
     prompts: int
     uploads: int
@@ -232,13 +255,21 @@ class State:
         self._write_lock = threading.RLock()
         self._closed = False
         self._bindings_version = 0
-        if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._migrate()
-        elif not path.exists():
-            raise StateError(f"no state database at {path}")
-        else:
-            self._check_version(self._conn())
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._migrate()
+                self._check_integrity()
+            elif not path.exists():
+                raise StateError(f"no state database at {path}")
+            else:
+                self._check_version(self._conn())
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise _unusable(path, f"is corrupt ({exc})") from exc
+        except StateError:
+            self.close()
+            raise
 
     # connections
 
@@ -322,9 +353,17 @@ class State:
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state database {self.path} has schema version {version}, newer than this convsync "
-                f"understands ({SCHEMA_VERSION}); upgrade convsync"
+                f"understands ({SCHEMA_VERSION}); fix: upgrade convsync, or run `convsync repair` to keep it aside "
+                "and rebuild the state for this version (queued prompts are kept; nothing is sent twice)"
             )
         return version
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged database at start-up instead of failing somewhere later (``quick_check`` reads every
+        page once: milliseconds for the sizes a mirror has)."""
+        problems = [str(r[0]) for r in self._conn().execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise _unusable(self.path, "is corrupt (" + "; ".join(problems[:3]) + ")")
 
     def _migrate(self) -> None:
         conn = self._conn()
@@ -549,6 +588,28 @@ class State:
             "SELECT * FROM outbox WHERE conversation_id=? AND kind='prompt' ORDER BY seq DESC LIMIT 1", (cid,)
         )
         return self._entry(rows[0]) if rows else None
+
+    def restore_queue(self, entries: Sequence[SalvagedEntry]) -> None:
+        """Put salvaged entries back, in order, as they were (``convsync repair``), in one transaction."""
+        now = time.time()
+        with self._write() as conn:
+            for e in entries:
+                conn.execute(
+                    "INSERT INTO outbox(conversation_id, kind, payload, sha256, barrier, state, attempts, baseline, "
+                    "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        e.conversation_id,
+                        e.kind,
+                        e.payload,
+                        e.sha256,
+                        int(e.barrier),
+                        "sending" if e.sending else "queued",
+                        e.attempts,
+                        e.baseline,
+                        now,
+                        now,
+                    ),
+                )
 
     def was_taken(self, cid: str, identity: str) -> bool:
         """Whether a prompt of ``cid`` was stored from the file with this identity (``prompt.file_identity``)."""
