@@ -35,6 +35,10 @@ _CHUNK_PAGE_INDEX = (4, 5, 6, 7)  # offset index and column index: their entries
 _CHUNK_CRYPTO = (8, 9)
 # ColumnMetaData: data_page_offset, index_page_offset, dictionary_page_offset, bloom_filter_offset.
 _META_OFFSETS = (9, 10, 11, 14)
+_META_TOTAL_COMPRESSED, _META_DATA_PAGE, _META_DICTIONARY_PAGE = 7, 9, 11
+# PageHeader: type, compressed_page_size; the page types parquet.thrift defines (DATA, INDEX, DICTIONARY, V2).
+_PAGE_TYPE, _PAGE_COMPRESSED = 1, 3
+_PAGE_TYPES = range(4)
 
 Struct: TypeAlias = dict[int, tuple[int, object]]
 """A Thrift struct: field id → (compact type, value). Lists are ``(element type, [values])``."""
@@ -133,6 +137,7 @@ class Joiner:
             return out.read(length)
 
         footer = _footer(read_at, size)
+        _check_offsets(footer)
         if self._first is None:
             self._first = footer
         elif footer.num_rows and footer.meta.get(_FILE_SCHEMA) != self._first.meta.get(_FILE_SCHEMA):
@@ -161,7 +166,73 @@ class Joiner:
         self._out.seek(0, os.SEEK_END)
         self._out.write(footer + len(footer).to_bytes(4, "little") + MAGIC)
         self._out.flush()
+        # Read back, before the caller commits it: every column chunk of the joined file must start at a page
+        # header and its pages must fill it exactly. Cheap (headers only, no value decoded) and it catches any
+        # offset moved wrongly, which a metadata-only check never sees.
+        for group in groups:
+            for chunk in _structs(group, _GROUP_COLUMNS):
+                _walk_pages(self._out, _chunk_meta(chunk))
         return self._rows
+
+
+def _chunk_meta(chunk: Struct) -> Struct:
+    value = chunk[_CHUNK_META][1]
+    if not isinstance(value, dict):
+        raise NotJoinable("a column chunk's metadata is not a struct")
+    return value
+
+
+def _chunk_start(meta: Struct) -> int:
+    """Where a column chunk's first page is: its dictionary page when it has one (0 means none)."""
+    dictionary = _int(meta, _META_DICTIONARY_PAGE, 0)
+    data = _int(meta, _META_DATA_PAGE)
+    return dictionary if len(MAGIC) <= dictionary < data else data
+
+
+def _check_offsets(footer: Footer) -> None:
+    """Every offset a page's footer holds is 0 (unknown, as some writers set it) or inside its data region."""
+
+    def inside(value: int) -> bool:
+        return value == 0 or len(MAGIC) <= value < footer.data_end
+
+    for group in footer.row_groups:
+        if not _int(group, _GROUP_NUM_ROWS):
+            continue  # an empty row group is not copied
+        if not inside(_int(group, _GROUP_FILE_OFFSET, 0)):
+            raise NotJoinable("a row group's file offset is outside the file's data")
+        for chunk in _structs(group, _GROUP_COLUMNS):
+            meta = _chunk_meta(chunk)
+            if not inside(_int(chunk, _CHUNK_FILE_OFFSET, 0)) or not all(
+                inside(_int(meta, f, 0)) for f in _META_OFFSETS
+            ):
+                raise NotJoinable("a column chunk's offset is outside the file's data")
+            if _int(meta, _META_DATA_PAGE) < len(MAGIC):
+                raise NotJoinable("a column chunk has no data page offset")
+
+
+def _walk_pages(file: BinaryIO, meta: Struct) -> None:
+    """Check that the pages of one column chunk parse and fill its ``total_compressed_size`` exactly."""
+    position, end = _chunk_start(meta), _chunk_start(meta) + _int(meta, _META_TOTAL_COMPRESSED)
+    while position < end:
+        window = 4096
+        while True:
+            file.seek(position)
+            data = file.read(min(window, end - position))
+            reader = _Reader(data)
+            try:
+                header = reader.struct(0)
+                break
+            except IndexError:  # the header is longer than the window (big statistics)
+                if window >= end - position:
+                    raise NotJoinable("a page header runs past its column chunk") from None
+                window *= 16
+            except ValueError as exc:
+                raise NotJoinable(f"a page header does not parse: {exc}") from exc
+        if _int(header, _PAGE_TYPE, -1) not in _PAGE_TYPES or _int(header, _PAGE_COMPRESSED, -1) < 0:
+            raise NotJoinable("a column chunk does not start at a page header")
+        position += reader.pos + _int(header, _PAGE_COMPRESSED)
+    if position != end:
+        raise NotJoinable("a column chunk's pages do not fill it exactly")
 
 
 def _moved(group: Struct, shift: int) -> Struct:
@@ -169,12 +240,13 @@ def _moved(group: Struct, shift: int) -> Struct:
     if not shift:
         return group
     moved: Struct = dict(group)
-    if _GROUP_FILE_OFFSET in group:
+    # Writers set an offset 0 when they do not know it (or, for the dictionary page, when there is none): a
+    # real offset is past the leading magic. Moving a 0 would point a reader into another page's bytes.
+    if _int(group, _GROUP_FILE_OFFSET, 0) >= len(MAGIC):
         moved[_GROUP_FILE_OFFSET] = (_I64, _int(group, _GROUP_FILE_OFFSET) + shift)
     chunks = []
     for chunk in _structs(group, _GROUP_COLUMNS):
         new: Struct = dict(chunk)
-        # Writers set file_offset 0 when they do not know it; a real offset is past the leading magic.
         if _int(chunk, _CHUNK_FILE_OFFSET, 0) >= len(MAGIC):
             new[_CHUNK_FILE_OFFSET] = (_I64, _int(chunk, _CHUNK_FILE_OFFSET) + shift)
         kind, value = chunk[_CHUNK_META]
@@ -182,7 +254,7 @@ def _moved(group: Struct, shift: int) -> Struct:
             raise NotJoinable("a column chunk's metadata is not a struct")
         meta: Struct = dict(value)
         for field in _META_OFFSETS:
-            if field in meta:
+            if _int(meta, field, 0) >= len(MAGIC):
                 meta[field] = (_I64, _int(meta, field) + shift)
         new[_CHUNK_META] = (kind, meta)
         chunks.append(new)
