@@ -11,6 +11,11 @@ Pure code, fed what the transport received, so every edge case is testable witho
   arrives (:class:`PartDelta`) and the server's final message (:class:`MessageFinished`, the truth).
 - :func:`stream_events` is the whole pipeline; it raises ``StreamInterrupted`` when the input ends before
   ``agent_finished``.
+
+What cannot be understood never ends the stream: closing it would make the server cancel the run, and the
+reply would be lost (spec §3.8). An unknown op or a path that does not fit stops the live text of that message
+only; its ``message_end`` (or, failing that, the messages the caller reads after ``agent_finished``) still
+brings the whole message.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import codecs
 import copy
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +40,8 @@ from convsync.api.models import (
     ThreadRenamed,
 )
 from convsync.errors import ProtocolError, StreamInterrupted
+
+log = logging.getLogger(__name__)
 
 # --- SSE framing --------------------------------------------------------------------------------------------
 
@@ -292,14 +300,16 @@ class StreamAssembler:
     """Turns decoded SSE events into :data:`StreamEvent` values, rebuilding messages from their deltas.
 
     ``messages`` maps ``message_id`` to the message object rebuilt from the deltas so far (a dict, as on the
-    wire). Text deltas are computed by comparing each text-bearing part with what was already handed out, so
-    any patch op that grows a text (``concat_string``, ``add`` of a whole part or content list,
-    ``replace``) is reported once. Should the server rewrite text already handed out, no delta is produced
-    for it; the :class:`MessageFinished` event carries the final text regardless.
+    wire); ``stalled`` holds the ids of messages whose deltas could not be applied: their later deltas are
+    skipped, and only their ``message_end`` is used. Text deltas are computed by comparing each text-bearing
+    part with what was already handed out, so any patch op that grows a text (``concat_string``, ``add`` of a
+    whole part or content list, ``replace``) is reported once. Should the server rewrite text already handed
+    out, no delta is produced for it; the :class:`MessageFinished` event carries the final text regardless.
     """
 
     messages: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+    stalled: set[str] = field(default_factory=set)
     _progress: dict[str, list[_PartProgress]] = field(default_factory=dict)
 
     def feed(self, sse: SseEvent) -> Iterator[StreamEvent]:
@@ -307,10 +317,11 @@ class StreamAssembler:
             return
         try:
             payload = json.loads(sse.data)
-        except ValueError as exc:
-            raise ProtocolError(f"stream event data is not JSON: {sse.data[:80]!r}") from exc
+        except ValueError:
+            payload = None
         if not isinstance(payload, dict):
-            raise ProtocolError("stream event data must be a JSON object")
+            log.debug("skipping a stream event whose data is not a JSON object: %r", sse.data[:80])
+            return
         kind = payload.get("event_type") or ("agent_ready" if sse.event == "agent_ready" else "")
         message_id = _text(payload.get("message_id"))
         if kind == "agent_ready":
@@ -340,18 +351,36 @@ class StreamAssembler:
             self.messages[message_id] = {"message_id": message_id}
             self._progress[message_id] = []
             yield MessageStarted(message_id)
-        self.messages[message_id] = apply_delta(self.messages[message_id], delta)
+        if message_id in self.stalled:
+            return
+        try:
+            self.messages[message_id] = apply_delta(self.messages[message_id], delta)
+        except ProtocolError as exc:
+            self.stalled.add(message_id)
+            log.debug("message %s is no longer shown live (%s); waiting for its end", message_id, exc)
+            return
         yield from self._text_deltas(message_id, self.messages[message_id])
 
     def _end(self, message_id: str, data: Any) -> Iterator[StreamEvent]:
-        final = data if isinstance(data, dict) and data else self.messages.get(message_id, {})
+        if isinstance(data, dict) and data:
+            final = data
+        elif message_id in self.stalled:
+            log.debug("message %s ended without its data; it is read from the server", message_id)
+            return
+        else:
+            final = self.messages.get(message_id, {})
         final = {"message_id": message_id, **final} if message_id else final
+        try:
+            message = Message.from_wire(final)
+        except ProtocolError as exc:
+            log.debug("the end of message %s is unusable (%s); it is read from the server", message_id, exc)
+            return
         if message_id not in self._progress:
             self._progress[message_id] = []
             yield MessageStarted(message_id)
         # Text the deltas missed (e.g. the last chunk only in message_end) is handed out before the truth.
         yield from self._text_deltas(message_id, final)
-        yield MessageFinished(Message.from_wire(final))
+        yield MessageFinished(message)
 
     def _text_deltas(self, message_id: str, message: Any) -> Iterator[PartDelta]:
         content = message.get("content") if isinstance(message, dict) else None
@@ -388,8 +417,8 @@ def _text(value: Any) -> str:
 def stream_events(chunks: Iterable[bytes | str]) -> Iterator[StreamEvent]:
     """Typed events from the raw body of a reply stream, ending with :class:`StreamFinished`.
 
-    Raises ``StreamInterrupted`` when the body ends before ``agent_finished`` and ``ProtocolError`` when an
-    event is not the JSON the spec describes. Nothing after ``agent_finished`` is read.
+    Raises ``StreamInterrupted`` when the body ends before ``agent_finished``; events that are not what the
+    spec describes are skipped (see the module docstring). Nothing after ``agent_finished`` is read.
     """
     assembler = StreamAssembler()
     for sse in sse_events(sse_lines(chunks)):

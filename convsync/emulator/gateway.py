@@ -30,6 +30,9 @@ DETACH_KEY = "convsync.detach_run"  # set when a stream cut must let the agent r
 API_PREFIX = r"^(?:/tenants/[^/]+)?/api/v[12]"
 API_PATH = re.compile(API_PREFIX + r"(?:/|$)")
 
+_EVENT_TYPE = re.compile(rb'"event_type": "([^"]+)"')
+_CONCAT_OP = b'"op": "concat_string"'
+
 _MISSING_HEADER = "Missing Authorization header"
 _NOT_BEARER = "Invalid Authorization header: Expected Bearer token"
 _BAD_FORMAT = 'Invalid API key format: Expected key starting with "s4w_"'
@@ -74,6 +77,7 @@ class Gateway:
         status = [0]
         notes: list[str] = []
         recorded = False
+        last_event: list[str | None] = [None]
 
         def record() -> None:
             nonlocal recorded
@@ -90,13 +94,16 @@ class Gateway:
                     query=scope.get("query_string", b"").decode("latin-1"),
                     route=route,
                     fault="; ".join(notes) or None,
+                    last_event=last_event[0],
                 )
             )
 
         async def logged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-            elif not message.get("more_body", False):
+            elif route == "stream_message" and (types := _EVENT_TYPE.findall(message.get("body", b""))):
+                last_event[0] = types[-1].decode()
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
                 record()  # before the last bytes leave: a complete answer is always in the log already
             await send(message)
 
@@ -166,6 +173,7 @@ class Gateway:
         events = 0
         sent_bytes = 0
         cut = False
+        renamed = False
 
         def do_cut(what: str) -> None:
             nonlocal cut
@@ -177,13 +185,17 @@ class Gateway:
                 close_connection(scope)
 
         async def faulty_send(message: Message) -> None:
-            nonlocal events, sent_bytes
+            nonlocal events, sent_bytes, renamed
             if cut or rule.after:
                 return  # the response is replaced by the fault (after) or the connection is gone
             if message["type"] != "http.response.body":
                 await send(message)
                 return
             body: bytes = message.get("body", b"")
+            if rule.rename_op is not None and not renamed and _CONCAT_OP in body:
+                renamed = True
+                body = body.replace(_CONCAT_OP, b'"op": ' + wire.sse_json(rule.rename_op).encode(), 1)
+                notes.append(f"renamed a delta op to {rule.rename_op}")
             if rule.cut_after_bytes is not None and sent_bytes + len(body) >= rule.cut_after_bytes:
                 keep = rule.cut_after_bytes - sent_bytes
                 await _throttled(send, body[:keep], rule.bytes_per_second)

@@ -33,7 +33,8 @@ class FaultRule:
     with ``after``); ``stream_cut_after`` closes the connection after that many SSE events;
     ``cut_after_bytes`` closes it after that many body bytes (with ``reset``, both cuts are a RST);
     ``bytes_per_second`` throttles the response body. A cut stream cancels the agent run like a client
-    disconnect does, unless ``finish_run`` lets it complete and commit.
+    disconnect does, unless ``finish_run`` lets it complete and commit. ``rename_op`` rewrites the op of the
+    stream's first ``concat_string`` delta to that name (one op a client does not know).
     """
 
     method: str | None = None
@@ -53,6 +54,7 @@ class FaultRule:
     cut_after_bytes: int | None = None
     bytes_per_second: float | None = None
     finish_run: bool = False
+    rename_op: str | None = None
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -140,6 +142,7 @@ class RequestRecord:
     query: str = ""
     route: str | None = None
     fault: str | None = None  # what an injected fault did, if one hit
+    last_event: str | None = None  # a stream's last event_type sent (agent_finished: read to the end)
 
 
 @dataclass(frozen=True, slots=True)

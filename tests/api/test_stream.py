@@ -241,10 +241,35 @@ def test_unknown_event_types_are_ignored() -> None:
     assert list(stream_events([body])) == [StreamFinished("r")]
 
 
-def test_data_that_is_not_json_is_a_protocol_error() -> None:
-    """An event whose data is not JSON raises ProtocolError."""
-    with pytest.raises(ProtocolError):
-        list(stream_events(["event: agent_event\r\ndata: {nope\r\n\r\n"]))
+def test_data_that_is_not_json_is_skipped() -> None:
+    """An event whose data is not JSON is skipped; the stream is read on to agent_finished."""
+    body = "event: agent_event\r\ndata: {nope\r\n\r\n" + frame(
+        "agent_event", {"event_type": "agent_finished", "run_id": "r"}
+    )
+    assert list(stream_events([body])) == [StreamFinished("r")]
+
+
+def test_unknown_op_stops_live_text_not_the_stream() -> None:
+    """An unknown delta op stops that message's live text; message_end completes it and the stream ends."""
+    body = transcript().replace(
+        '"op": "concat_string", "path": "/content/0/thought", "value": "o spe"',
+        ('"op": "concat_text", "path": "/content/0/thought", "value": "o spe"'),
+    )
+    events = list(stream_events([body]))
+    texts = [e.text for e in events if isinstance(e, PartDelta) and e.index == 0]
+    finished = [e.message for e in events if isinstance(e, MessageFinished)]
+    assert "".join(texts) == "No special context."
+    assert [m.text for m in finished] == ["I haven't got that."]
+    assert isinstance(events[-1], StreamFinished)
+
+
+def test_bad_path_without_message_end_data_finishes_without_the_message() -> None:
+    """A stalled message whose message_end has no data yields no MessageFinished, and the stream still ends."""
+    body = transcript().replace('"path": "/content/1/text"', '"path": "/content/7/text"')
+    body = body.replace(json.dumps(FINAL), "{}")
+    events = list(stream_events([body]))
+    assert not [e for e in events if isinstance(e, MessageFinished)]
+    assert isinstance(events[-1], StreamFinished)
 
 
 def test_text_only_in_message_end_is_handed_out_before_it() -> None:
