@@ -10,6 +10,7 @@ code  name                meaning
 2     USAGE               wrong command-line arguments
 65    STATE_UNUSABLE      the state database is corrupt or newer than this convsync: ``convsync repair``
 69    ROOT_UNAVAILABLE    the mirror root has no ``.convsync-root`` marker
+72    MISSING_EXTRA       the command needs an optional extra that is not installed (``emulator``, ``demo``)
 73    ALREADY_RUNNING     another ``convsync run`` uses this state directory
 75    TRANSIENT           the server is unreachable or failing; trying again later may work
 77    AUTH                the API key is missing, wrong or lacks access
@@ -22,6 +23,7 @@ Commands import their modules lazily so that ``convsync status`` does not pay fo
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
@@ -36,6 +38,7 @@ class Exit(IntEnum):
     USAGE = 2
     STATE_UNUSABLE = 65
     ROOT_UNAVAILABLE = 69
+    MISSING_EXTRA = 72
     ALREADY_RUNNING = 73
     TRANSIENT = 75
     AUTH = 77
@@ -50,6 +53,7 @@ def exit_code_for(exc: BaseException) -> Exit:
         (errors.RootUnavailable, Exit.ROOT_UNAVAILABLE),
         (errors.AlreadyRunning, Exit.ALREADY_RUNNING),
         (errors.StateUnusable, Exit.STATE_UNUSABLE),
+        (errors.MissingExtra, Exit.MISSING_EXTRA),
         (errors.TransientError, Exit.TRANSIENT),
         (errors.ApiError, Exit.TRANSIENT),
     ]
@@ -81,47 +85,171 @@ def _describe(exc: BaseException) -> str:
     return f"convsync: unexpected error (a bug; please report it): {type(exc).__name__}: {exc}"
 
 
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+_EXAMPLES = "examples:\n"
+# Set by a subcommand's own -v/-q/--config (merged with the ones given before the subcommand).
+_SUB_DEST = {"verbose": "sub_verbose", "quiet": "sub_quiet", "config": "sub_config"}
+
+
+def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    """-v, -q and --config: accepted before the subcommand and after it, as git and rclone users expect."""
+
+    def dest(name: str) -> str:
+        return _SUB_DEST[name] if sub else name
+
+    group = parser.add_argument_group("global options (also accepted before the command)" if sub else None)
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, dest=dest("verbose"), help="more log output (repeatable)"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="count", default=0, dest=dest("quiet"), help="less log output (repeatable)"
+    )
+    group.add_argument(
         "--config",
         type=Path,
         default=None,
-        help="config file (default: $CONVSYNC_CONFIG, then the user config dir)",
+        dest=dest("config"),
+        metavar="FILE",
+        help="config file (default: $CONVSYNC_CONFIG, then ~/.config/convsync/config.yaml)",
     )
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str, examples: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=_EXAMPLES + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, sub=True)
+    return parser
+
+
+EXIT_CODES_TEXT = "\n".join(
+    [
+        "exit codes:",
+        "  0   done",
+        "  1   an unexpected error: a bug, please report it",
+        "  2   wrong command-line arguments",
+        "  65  the state database is corrupt or newer than this convsync (the message says: upgrade, or repair)",
+        "  69  the mirror root has no .convsync-root marker (unmounted disk?)",
+        "  72  the command needs an optional extra that is not installed (the message says how to add it)",
+        "  73  another convsync run uses this state directory",
+        "  75  the server is unreachable or failing; trying again later may work",
+        "  77  the API key is missing, wrong or lacks access",
+        "  78  the configuration is invalid; the message names the key and the fix",
+    ]
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convsync", description="Mirror Agent API conversations as local folders.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output (repeatable)")
+    """The whole command line; also the source of the man page and the shell completions."""
+    parser = argparse.ArgumentParser(
+        prog="convsync",
+        description="Mirror Sema4.ai Agent API conversations as local folders: prompt.txt in, transcript.md out.",
+        epilog=EXIT_CODES_TEXT + "\n\nRun `convsync COMMAND --help` for a command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _global_options(parser, sub=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="write a config file and create the mirror root")
-    _add_config_option(p)
+    p = _command(
+        sub,
+        "init",
+        "write a config file and create the mirror root",
+        "Write a commented config file (mode 0600) and create the mirror root with its .convsync-root marker.\n"
+        "The API key itself never goes into the config: name the variable or the private file that holds it.",
+        "  convsync init --url https://HOST/tenants/TENANT/api/v2\n"
+        "  convsync init --url https://HOST/tenants/TENANT/api/v2 --api-key-file ~/.config/convsync/api-key\n"
+        "  convsync --config work.yaml init --url https://HOST/tenants/WORK/api/v2 --root ~/Work",
+    )
     p.add_argument("--url", help="the Agent API base URL, e.g. https://host/tenants/T/api/v2")
     p.add_argument("--root", type=Path, help="the mirror root (default ~/Conversations)")
-    p.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
-    p.add_argument("--api-key-file", type=Path, default=None, help="private file holding the API key (for services)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable holding the API key")
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="private file holding the API key (for services)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
-    p = sub.add_parser("run", help="run the daemon in the foreground")
-    _add_config_option(p)
+    _command(
+        sub,
+        "run",
+        "run the daemon in the foreground",
+        "Mirror until stopped (Ctrl-C or SIGTERM); SIGHUP re-reads the config. Logs go to stderr.",
+        "  convsync run\n  convsync run -v            # debug output\n  convsync --config work.yaml run",
+    )
 
-    p = sub.add_parser("sync", help="one reconcile pass, then exit")
-    _add_config_option(p)
+    _command(
+        sub,
+        "sync",
+        "one full reconcile pass, then exit",
+        "Bring the mirror root and the server in line once, then exit.",
+        "  convsync sync\n  convsync sync -q && ls ~/Conversations",
+    )
 
-    p = sub.add_parser("status", help="show every conversation's state")
-    _add_config_option(p)
+    p = _command(
+        sub,
+        "status",
+        "show every conversation's state",
+        "Every conversation: folder, id, state, queued prompts and uploads, transfers, last error.\n"
+        "Reads local state only: no API key or network needed.",
+        "  convsync status\n  convsync status --json | jq '.conversations[] | select(.last_error)'",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("repair", help="rebuild an unusable state database, keeping every queued prompt")
-    _add_config_option(p)
+    _command(
+        sub,
+        "repair",
+        "rebuild an unusable state database, keeping every queued prompt",
+        "Rebuild a state database that is corrupt or unreadable: the queued prompts and uploads are salvaged into\n"
+        "a fresh database and the old files are kept aside. Reads local state only: no API key needed.",
+        "  convsync repair\n  convsync --config work.yaml repair",
+    )
 
-    p = sub.add_parser("demo", help="run a scripted session against the built-in emulator")
+    p = _command(
+        sub,
+        "doctor",
+        "check config, key, server, root and limits; print fixes",
+        "Check everything a daemon needs and print each problem with its fix. Checks that need something\n"
+        "that failed (the server check needs the key) are named as skipped. Exit code: that of the first failure.",
+        "  convsync doctor\n  convsync --config work.yaml doctor",
+    )
+
+    p = _command(
+        sub,
+        "service",
+        "install or remove the systemd user service",
+        "Write the systemd user unit for this convsync (and enable and start it), or remove it.",
+        "  convsync service install\n  convsync service install --no-start\n  convsync service uninstall",
+    )
+    p.add_argument("action", choices=["install", "uninstall"])
+    p.add_argument("--no-start", action="store_true", help="write the unit but do not enable/start it")
+
+    p = _command(
+        sub,
+        "demo",
+        "run a scripted session against the built-in emulator",
+        "Start the emulator on a free loopback port and a daemon on a demo folder, then play a short session.\n"
+        "Needs the `emulator` extra.",
+        "  convsync demo\n  convsync demo --keep --dir /tmp/demo",
+    )
     p.add_argument("--keep", action="store_true", help="leave the emulator and daemon running afterwards")
     p.add_argument("--dir", type=Path, default=None, help="where to put the demo root (default: a temp dir)")
 
-    p = sub.add_parser("emulator", help="serve the local emulator of the Agent API")
+    p = _command(
+        sub,
+        "emulator",
+        "serve the local emulator of the Agent API",
+        "Serve a local emulator of the Agent API (docs/emulator.md). Needs the `emulator` extra.",
+        "  convsync emulator\n  convsync emulator --port 9000 --data-dir /tmp/emu --seed-agents 'Sales,Ops'",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8750)
     p.add_argument("--api-key", default=None, help="the bearer key it accepts (default: any s4w_ key)")
@@ -132,23 +260,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=int, default=0, help="requests per window before 429 (0 = off)")
     p.add_argument("--seed-agents", default="Demo Agent", help="comma-separated agent names to create")
 
-    p = sub.add_parser("service", help="install or remove the systemd user service")
-    _add_config_option(p)
-    p.add_argument("action", choices=["install", "uninstall"])
-    p.add_argument("--no-start", action="store_true", help="write the unit but do not enable/start it")
+    p = _command(
+        sub,
+        "completion",
+        "print a shell completion script (bash, zsh, fish)",
+        "Print the completion script for a shell, generated from this command line.",
+        "  source <(convsync completion bash)\n"
+        "  convsync completion bash > ~/.local/share/bash-completion/completions/convsync\n"
+        "  convsync completion zsh > ~/.zfunc/_convsync\n"
+        "  convsync completion fish > ~/.config/fish/completions/convsync.fish",
+    )
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
 
-    p = sub.add_parser("doctor", help="check config, key, server, root and limits; print fixes")
-    _add_config_option(p)
+    _command(
+        sub,
+        "man",
+        "print the manual page (roff)",
+        "Print convsync(1), generated from this command line, in roff.",
+        "  convsync man | man -l -\n  convsync man > ~/.local/share/man/man1/convsync.1",
+    )
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convsync")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse, then merge the global options given after the command into those given before it."""
+    args = build_parser().parse_args(argv)
+    args.verbose += getattr(args, "sub_verbose", 0)
+    args.quiet += getattr(args, "sub_quiet", 0)
+    if getattr(args, "sub_config", None) is not None:
+        args.config = args.sub_config
+    return args
+
+
+_EMULATOR_MODULES = ("fastapi", "uvicorn", "sse_starlette", "python_multipart")
+
+
+def _require_emulator_extra(command: str) -> None:
+    from importlib.util import find_spec
+
+    missing = [name for name in _EMULATOR_MODULES if find_spec(name) is None]
+    if missing:
+        raise errors.MissingExtra(
+            f"{command} needs the `emulator` extra (missing: {', '.join(missing)}). Fix: "
+            "pip install 'convsync[emulator]' (from a checkout: pip install '.[emulator]'; "
+            "with pipx: pipx install --force '.[emulator]')"
+        )
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     # Imports are local: each command loads only what it uses.
+    if args.command == "completion":
+        from convsync.completion import completion_script
+
+        sys.stdout.write(completion_script(build_parser(), args.shell))
+        return Exit.OK
+    if args.command == "man":
+        from convsync.manpage import man_page
+
+        sys.stdout.write(man_page(build_parser(), _version()))
+        return Exit.OK
     if args.command == "emulator":
+        _require_emulator_extra("the emulator")
         from convsync.emulator.server import serve_from_args
 
         return serve_from_args(args)
     if args.command == "demo":
+        _require_emulator_extra("the demo")
         from convsync.demo import run_demo
 
         return run_demo(keep=args.keep, directory=args.dir)
@@ -180,8 +366,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from convsync.config import load_config
 
-    config = load_config(args.config)
+    # Read-only commands read local state only: they need no API key.
+    config = load_config(args.config, require_key=args.command in ("run", "sync"))
     setup_logging(verbosity=args.verbose - args.quiet, level=config.log_level)
+    logging.getLogger(__name__).debug(
+        "convsync %s %s: config %s, key from the %s",
+        _version(),
+        args.command,
+        config.config_file,
+        config.api_key_source or "nowhere (not needed)",
+    )
     if args.command == "run":
         from convsync.daemon import run_daemon
 
@@ -202,7 +396,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

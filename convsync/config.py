@@ -73,6 +73,7 @@ class Config:
     state_dir: Path | None = None  # None: platformdirs' user state dir (load_config always fills it in)
     config_file: Path | None = None  # the file this config was read from
     api_key_source: str = ""  # where the key came from, for messages ("environment variable X", "file F", …)
+    api_key_problem: str = ""  # why there is no key (only with load_config(require_key=False)), with its fix
 
 
 # Keys known at each level, for unknown-key suggestions.
@@ -809,10 +810,12 @@ def _where_from(explicit: Path | None) -> str:
     return "the default location"
 
 
-def load_config(path: Path | None = None) -> Config:
+def load_config(path: Path | None = None, *, require_key: bool = True) -> Config:
     """Read and validate the config (``path``, else ``$CONVSYNC_CONFIG``, else the user config dir).
 
-    Raises ``ConfigError`` listing every problem found, each with its key, line and fix.
+    Raises ``ConfigError`` listing every problem found, each with its key, line and fix. With
+    ``require_key=False`` (commands that read local state only) a key that cannot be read is no error: the
+    config comes back with an empty ``api_key`` and the reason in ``api_key_problem``.
     """
     file = paths.config_file(path)
     try:
@@ -831,19 +834,23 @@ def load_config(path: Path | None = None) -> Config:
                 f"Fix: make it a readable UTF-8 text file (chmod 600 {file})"
             ]
         ) from None
-    return parse_config(text, source=file)
+    return parse_config(text, source=file, require_key=require_key)
 
 
-def parse_config(text: str, source: Path) -> Config:
+def parse_config(text: str, source: Path, *, require_key: bool = True) -> Config:
     """Validate config ``text`` (read from ``source``, which anchors relative paths and names the file)."""
     reader = _Reader(source.expanduser().absolute())
     settings = _parse(reader, text)
-    resolved = _resolve_key(reader, settings.key_source)
+    key_reader = reader if require_key else _Reader(reader.source)
+    resolved = _resolve_key(key_reader, settings.key_source)
     problems = reader.problems
-    if problems or resolved is None or settings.url is None:
+    if problems or (resolved is None and require_key) or settings.url is None:
+        if key_reader is not reader:
+            problems += key_reader.problems  # a broken config: say everything that is wrong at once
         raise ConfigError(problems or [f"{source}: the configuration is incomplete. Fix: see above"])
-    api_key, origin = resolved
-    register_secret(api_key)
+    api_key, origin = resolved or ("", "")
+    if api_key:
+        register_secret(api_key)
     return Config(
         url=settings.url,
         api_key=api_key,
@@ -865,6 +872,7 @@ def parse_config(text: str, source: Path) -> Config:
         state_dir=paths.state_dir(settings.state_dir),
         config_file=reader.source,
         api_key_source=origin,
+        api_key_problem="\n".join(key_reader.problems) if resolved is None else "",
     )
 
 

@@ -2,7 +2,8 @@
 
 Checks, in order: the config, the API key source, the server (reachable, key accepted, configured agents
 visible), the mirror root and its marker, inotify limits against the folders under the root, the state
-directory. Exits 0 when all pass, else with the code (``convsync.cli.Exit``) of the first failing check.
+directory. Without a key the server check is skipped (and said so); the local checks still run. Exits 0 when
+all pass, else with the code (``convsync.cli.Exit``) of the first failing check.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Report:
     def problem(self, topic: str, message: str, fix: str, code: Exit) -> None:
         self._add(Finding(False, topic, message, fix, code))
 
+    def skipped(self, topic: str, why: str) -> None:
+        """A check that was not run, and why (it needs something an earlier check found missing)."""
+        self.say(redact(f"skipped  {topic}: {why}"))
+
     def info(self, topic: str, message: str) -> None:
         self.say(redact(f"info     {topic}: {message}"))
 
@@ -80,7 +85,7 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
     """``convsync doctor``: print every check's result and each problem's fix; exit code per the contract."""
     report = Report(say)
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, require_key=False)
     except ConfigError as exc:
         for problem in exc.problems:
             message, _, fix = problem.partition(". Fix: ")
@@ -88,8 +93,15 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
         say("The remaining checks need a valid config; fix the problems above and run convsync doctor again.")
         return report.exit_code()
     report.ok("config", str(config.config_file))
-    report.ok("API key", f"read from the {config.api_key_source}")
-    _check_server(config, report)
+    if config.api_key_problem:
+        for problem in config.api_key_problem.splitlines():
+            message, _, fix = problem.partition(". Fix: ")
+            report.problem("API key", message, fix, Exit.CONFIG)
+        # The local checks below still run: they need neither the key nor the network.
+        report.skipped("server", "needs the API key (fix the problem above)")
+    else:
+        report.ok("API key", f"read from the {config.api_key_source}")
+        _check_server(config, report)
     _check_root(config, report)
     check_inotify(config.root, report)
     _check_state_dir(paths.state_dir(config.state_dir), report)

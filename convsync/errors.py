@@ -7,6 +7,7 @@
      ├── RootUnavailable         the mirror root lost its marker (unmounted disk?): stop acting
      ├── AlreadyRunning          another daemon holds the state directory's lock (or the root's)
      ├── StateUnusable           the state database is newer than this convsync, or corrupt: upgrade or repair
+     ├── MissingExtra            the command needs an optional extra that is not installed
      └── ApiError                anything the Agent API said or failed to say
           ├── TransientError     retry later (connection failed, timeout, 5xx, stream cut)
           │    ├── RateLimited   429: retry after ``retry_after`` seconds
@@ -113,3 +114,7 @@ class BadRequest(ApiError):
 
 class ProtocolError(ApiError):
     """The server answered something that does not fit the contract (malformed JSON, wrong types)."""
+
+
+class MissingExtra(ConvsyncError):
+    """The command needs an optional extra (``pip install 'convsync[emulator]'``) that is not installed."""

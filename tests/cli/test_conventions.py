@@ -1,0 +1,186 @@
+"""The command line's conventions, each run as a user runs it (subprocess, fresh HOME)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from convsync.cli import build_parser
+from convsync.emulator import EmulatorServer
+from convsync.mirror.folders import init_root
+from tests.cli.conftest import KEY_ENV, convsync, write_config
+
+COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def synced(emulator: EmulatorServer, tmp_path: Path) -> Path:
+    """A config whose root holds one synced conversation ("History"); returns the config file."""
+    root = tmp_path / "root"
+    init_root(root)
+    config = write_config(tmp_path / "config.yaml", emulator.base_url, root, tmp_path / "state")
+    conversation = emulator.create_conversation(emulator.agent_id("Demo Agent"), "History")
+    emulator.inject_message(conversation, "a question", role="user")
+    done = convsync("sync", "--config", str(config), env={KEY_ENV: emulator.api_key})
+    assert done.returncode == 0, done.stderr
+    return config
+
+
+def test_version_prints_the_package_version() -> None:
+    """`convsync --version` prints the installed package's version and exits 0."""
+    done = convsync("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"convsync {version('convsync')}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_works_before_and_after_the_command(synced: Path, emulator: EmulatorServer, where: str) -> None:
+    """`-v` turns on debug output whether it comes before or after the subcommand."""
+    args = ["-v", "sync", "--config", str(synced)] if where == "before" else ["sync", "--config", str(synced), "-v"]
+    done = convsync(*args, env={KEY_ENV: emulator.api_key})
+    assert done.returncode == 0, done.stderr
+    assert " DEBUG " in done.stderr
+
+
+def test_without_verbose_there_is_no_debug_output(synced: Path, emulator: EmulatorServer) -> None:
+    """Without `-v` the same command prints no debug lines (so the two tests above can fail)."""
+    done = convsync("sync", "--config", str(synced), env={KEY_ENV: emulator.api_key})
+    assert done.returncode == 0, done.stderr
+    assert " DEBUG " not in done.stderr
+
+
+def test_quiet_before_the_command_silences_info(synced: Path, emulator: EmulatorServer) -> None:
+    """`-q sync` drops the info line `sync` prints at the end."""
+    loud = convsync("sync", "--config", str(synced), env={KEY_ENV: emulator.api_key})
+    quiet = convsync("-q", "sync", "--config", str(synced), env={KEY_ENV: emulator.api_key})
+    assert "sync done" in loud.stderr
+    assert quiet.returncode == 0, quiet.stderr
+    assert "sync done" not in quiet.stderr
+
+
+def test_config_before_the_command(synced: Path) -> None:
+    """`convsync --config FILE status` reads FILE, like `status --config FILE`."""
+    done = convsync("--config", str(synced), "status")
+    assert done.returncode == 0, done.stderr
+    assert "Demo Agent/History" in done.stdout
+
+
+def test_status_needs_no_key(synced: Path) -> None:
+    """`status` with the key's variable unset exits 0 and lists the conversations."""
+    done = convsync("status", "--config", str(synced))
+    assert done.returncode == 0, done.stderr
+    assert "Demo Agent/History" in done.stdout
+
+
+def test_status_json_needs_no_key(synced: Path) -> None:
+    """`status --json` with the key's variable unset exits 0 and lists the conversations."""
+    done = convsync("status", "--json", "--config", str(synced))
+    assert done.returncode == 0, done.stderr
+    assert "Demo Agent/History" in done.stdout
+
+
+def test_sync_still_needs_the_key(synced: Path) -> None:
+    """`sync` (which talks to the server) still refuses to start without the key: exit 78 naming the variable."""
+    done = convsync("sync", "--config", str(synced))
+    assert done.returncode == 78
+    assert KEY_ENV in done.stderr
+
+
+def test_doctor_without_key_names_the_skipped_check_and_runs_the_local_ones(synced: Path) -> None:
+    """`doctor` without the key says the server check was skipped and why, and still checks root and state."""
+    done = convsync("doctor", "--config", str(synced))
+    assert done.returncode == 78
+    assert "skipped  server: needs the API key" in done.stdout
+    assert "ok       root:" in done.stdout
+    assert "ok       state:" in done.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_a_description_and_examples(command: str) -> None:
+    """`convsync COMMAND --help` shows a description and an examples section."""
+    done = convsync(command, "--help")
+    assert done.returncode == 0, done.stderr
+    rest = done.stdout.partition("\n\n")[2]
+    assert rest.split("\n\n", 1)[0].strip(), "no description"
+    examples = done.stdout.partition("\nexamples:\n")[2]
+    assert f"convsync {command}" in examples
+
+
+def test_man_page_renders(tmp_path: Path) -> None:
+    """`man -l` renders the generated page without warnings, with every command in it."""
+    page = tmp_path / "convsync.1"
+    done = convsync("man")
+    assert done.returncode == 0, done.stderr
+    page.write_text(done.stdout)
+    shown = subprocess.run(
+        ["man", "--warnings", "-l", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"MANPAGER": "cat", "MANWIDTH": "100", "PATH": "/usr/bin:/bin"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    assert "CONVSYNC(1)" in shown.stdout
+    for command in COMMANDS:
+        assert f"convsync {command}" in shown.stdout
+
+
+def test_bash_completion_registers_and_completes_commands() -> None:
+    """`source <(convsync completion bash)` registers a completion that completes `st` to `status`."""
+    script = (
+        f"source <({sys.executable} -m convsync completion bash) && complete -p convsync && "
+        'COMP_WORDS=(convsync st) COMP_CWORD=1 && _convsync && echo "got: ${COMPREPLY[*]}"'
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "complete -F _convsync convsync" in done.stdout
+    assert "got: status" in done.stdout
+
+
+def test_bash_completion_completes_an_options_choices() -> None:
+    """After `service`, bash completion offers the actions install and uninstall."""
+    script = (
+        f"source <({sys.executable} -m convsync completion bash) && "
+        "COMP_WORDS=(convsync -v service '') COMP_CWORD=3 && _convsync && echo \"got: ${COMPREPLY[*]}\""
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "install" in done.stdout.split()
+    assert "uninstall" in done.stdout.split()
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (.ci/run installs it)")
+def test_zsh_completion_is_valid_zsh() -> None:
+    """The zsh completion script parses (zsh -n)."""
+    done = subprocess.run(
+        ["zsh", "-n", "/dev/stdin"],
+        input=convsync("completion", "zsh").stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (.ci/run installs it)")
+def test_fish_completion_completes_commands(tmp_path: Path) -> None:
+    """fish, with the generated script loaded, completes `convsync ser` to `service`."""
+    script = tmp_path / "convsync.fish"
+    script.write_text(convsync("completion", "fish").stdout)
+    done = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {script}; complete -C 'convsync ser'"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("service\t")
