@@ -36,7 +36,8 @@ runs). A reply stream may be idle up to ``stream_idle_timeout`` between bytes (t
 Uploads and downloads apply ``timeout`` to each chunk, never to the whole transfer.
 
 Secrets. The API key is sent only in the ``Authorization`` header, only to the base URL's origin (a
-pagination ``next`` URL to another origin is refused), and never appears in an exception message or a repr.
+pagination ``next`` URL naming another origin is followed on ours), and never appears in an exception message
+or a repr.
 """
 
 from __future__ import annotations
@@ -441,24 +442,36 @@ class AgentClient:
         raise ProtocolError(f"more than {MAX_PAGES} pages from {url.path}")
 
     def _next_page(self, url: httpx.URL, params: Mapping[str, str], token: str) -> tuple[httpx.URL, Mapping[str, str]]:
-        """Where the page after ``token`` is: a URL or path is followed, anything else is ``?next=token``."""
+        """Where the page after ``token`` is, always on the configured origin (the key goes nowhere else).
+
+        A URL (on any host or scheme: a server behind a gateway may name itself) or a path gives its path and
+        query; so does a relative reference (``?next=…``, ``page?next=…``). Anything else is an opaque token,
+        passed as ``?next=token``.
+        """
         if token.lower().startswith(("http://", "https://")):
-            target = httpx.URL(token)
-            if (target.scheme, target.host, target.port) != (
-                self._origin.scheme,
-                self._origin.host,
-                self._origin.port,
-            ):
-                raise ProtocolError("a pagination 'next' URL points to another server; not followed")
-            return target, params
-        if token.startswith("/"):
-            path, _, query = token.partition("?")
-            base = self._base_path
-            if base and path != base and not path.startswith(base + "/"):
-                path = base + path  # a path relative to the API base, not to the server root
-            target = self._origin.copy_with(raw_path=(path + ("?" + query if query else "")).encode())
-            return target, params
-        return url, {**params, "next": token}
+            raw = httpx.URL(token).raw_path
+        elif token.startswith("/"):
+            raw = token.encode()
+        elif token.startswith("?") or ("?" in token and "=" not in token.partition("?")[0]):
+            raw = url.join(token).raw_path
+        else:
+            return url, {**params, "next": token}
+        path, _, query = raw.partition(b"?")
+        target = self._origin.copy_with(raw_path=self._list_path(url, path) + (b"?" + query if query else b""))
+        return target, params
+
+    def _list_path(self, url: httpx.URL, path: bytes) -> bytes:
+        """The path on our base that a ``next`` path means: the list's own path when it ends with the list's
+        route (the server may name its own prefix, e.g. ``/api/public/v1``), else a path under the base."""
+        own = url.raw_path.partition(b"?")[0]
+        base = self._base_path.encode()
+        route = own[len(base) :]
+        found = path.rstrip(b"/") or b"/"
+        if found == own or (route and found.endswith(route)):
+            return own
+        if base and (found == base or found.startswith(base + b"/")):
+            return found
+        return base + found
 
     def _request(
         self,

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 from convsync.emulator import frames, wire
 from convsync.emulator.admin import admin_router
 from convsync.emulator.agent import auto_title
-from convsync.emulator.gateway import DETACH_KEY, Gateway, route_resolver
+from convsync.emulator.gateway import API_PATH_PREFIX, DETACH_KEY, Gateway, route_resolver
 from convsync.emulator.multipart import receive_files
 from convsync.emulator.options import StreamRecord
 from convsync.emulator.run import AgentRun, Emitted, user_message
@@ -40,7 +40,8 @@ from convsync.emulator.wire import ApiFault
 
 logger = logging.getLogger(__name__)
 
-PREFIXES = ("/tenants/{tid}/api/v2", "/api/v2", "/tenants/{tid}/api/v1", "/api/v1")
+PREFIXES = ("/tenants/{tid}/api/v2", "/api/v2", "/tenants/{tid}/api/v1", "/api/v1", "/api/public/v1")
+INTERNAL_ORIGIN = "http://agent-server.internal:8000"  # how the agent server behind a gateway may name itself
 DEFAULT_FRAME_LIMIT = 1000
 MAX_FRAME_LIMIT = 100_000
 _READ_CHUNK = 64 * 1024
@@ -155,11 +156,16 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
         if stop >= len(items):
             return {"next": None, "has_more": False, "data": items[offset:]}
         token = _encode_token(stop)
-        if options.next_form == "token":
-            following = token
-        else:
-            url = request.url.include_query_params(next=token)
-            following = str(url) if options.next_form == "url" else f"{url.path}?{url.query}"
+        url = request.url.include_query_params(next=token)
+        internal = f"/api/public/v1{API_PATH_PREFIX.sub('', url.path)}?{url.query}"
+        following = {
+            "token": token,
+            "url": str(url),
+            "path": f"{url.path}?{url.query}",
+            "internal-url": INTERNAL_ORIGIN + internal,
+            "internal-path": internal,
+            "other-scheme": str(url.replace(scheme="https" if url.scheme == "http" else "http", port=None)),
+        }[options.next_form]
         return {"next": following, "has_more": True, "data": items[offset:stop]}
 
     @router.get("/agents", name="list_agents")

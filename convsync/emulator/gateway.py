@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 ADMIN_PREFIX = "/_emulator"
 TRANSPORT_KEY = "convsync.transport"
 DETACH_KEY = "convsync.detach_run"  # set when a stream cut must let the agent run finish
-API_PREFIX = r"^(?:/tenants/[^/]+)?/api/v[12]"
+# The gateway's prefixes, and the agent server's own (a local agent server serves the public API there).
+API_PREFIX = r"^(?:(?:/tenants/[^/]+)?/api/v[12]|/api/public/v1)"
 API_PATH = re.compile(API_PREFIX + r"(?:/|$)")
+API_PATH_PREFIX = re.compile(API_PREFIX)
 
 _EVENT_TYPE = re.compile(rb'"event_type": "([^"]+)"')
 _CONCAT_OP = b'"op": "concat_string"'

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-NextForm = Literal["token", "url", "path"]
+NextForm = Literal["token", "url", "path", "internal-url", "internal-path", "other-scheme"]
 FaultBody = Literal["envelope", "gateway", "plain", "detail", "html", "empty"]
 
-_NEXT_FORMS = ("token", "url", "path")
+_NEXT_FORMS = ("token", "url", "path", "internal-url", "internal-path", "other-scheme")
 _FAULT_BODIES = ("envelope", "gateway", "plain", "detail", "html", "empty")
 
 

@@ -161,13 +161,36 @@ def test_url_pagination_resolves_server_paths_and_base_relative_paths() -> None:
     assert rec.urls[1:] == [f"{BASE}/agents?cursor=2", f"{BASE}/agents?cursor=3"]
 
 
-def test_next_url_to_another_server_is_refused() -> None:
-    """A next URL on another origin is not followed, so the key never goes there."""
-    rec = Recorder(page([AGENT], "https://evil.example.net/steal"))
+def test_next_url_on_another_origin_is_followed_on_ours() -> None:
+    """A next URL naming another host (the server behind the gateway) is followed on the base's origin."""
+    rec = Recorder(page([AGENT], "http://agent-server.internal:8000/api/public/v1/agents?next=2"), page([]))
     client, _ = client_for(rec)
-    with pytest.raises(ProtocolError):
-        client.list_agents()
-    assert len(rec.requests) == 1
+    client.list_agents()
+    assert rec.urls[1] == f"{BASE}/agents?next=2"
+
+
+def test_next_url_on_another_scheme_is_followed_on_ours() -> None:
+    """A next URL with the same path on another scheme is followed with the base's scheme and port."""
+    rec = Recorder(page([AGENT], BASE.replace("https://", "http://") + "/agents?next=2"), page([]))
+    client, _ = client_for(rec)
+    client.list_agents()
+    assert rec.urls[1] == f"{BASE}/agents?next=2"
+
+
+def test_next_server_root_path_maps_onto_the_list() -> None:
+    """A next path under the server's own prefix (/api/public/v1/…) is the same list on the base."""
+    rec = Recorder(page([AGENT], "/api/public/v1/agents/?next=2"), page([]))
+    client, _ = client_for(rec)
+    client.list_agents()
+    assert rec.urls[1] == f"{BASE}/agents?next=2"
+
+
+def test_next_relative_reference_is_resolved_against_the_list() -> None:
+    """A next of the form ?next=… is the same list with that query."""
+    rec = Recorder(page([AGENT], "?next=2"), page([]))
+    client, _ = client_for(rec)
+    client.list_agents()
+    assert rec.urls[1] == f"{BASE}/agents?next=2"
 
 
 def test_has_more_false_stops_even_with_a_next() -> None:

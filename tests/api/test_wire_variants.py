@@ -64,3 +64,20 @@ def test_delete_answered_204_is_success() -> None:
             assert (gone.id, gone.agent_id) == (cid, aid)
             assert [c.id for c in client.list_conversations(aid)] == []
         assert [r.status for r in emu.requests if r.method == "DELETE"] == [204]
+
+
+# --- next links in any form ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["internal-url", "internal-path", "other-scheme"])
+def test_next_in_any_form_is_followed_on_the_configured_origin(form: str) -> None:
+    """A next naming another host, the server's own prefix or another scheme still pages through the list."""
+    with EmulatorServer(EmulatorOptions(api_key=KEY, page_size=2, next_form=form)) as emu:  # type: ignore[arg-type]
+        aid = emu.agent_id("Demo Agent")
+        made = [emu.create_conversation(aid, f"c{i}") for i in range(5)]
+        with client_of(emu) as client:
+            listed = [c.id for c in client.list_conversations(aid)]
+        pages = [r for r in emu.requests if r.route == "list_conversations"]
+    assert listed == list(reversed(made))
+    assert [r.status for r in pages] == [200, 200, 200]
+    assert all(r.path == f"/tenants/{emu.options.tenant}/api/v2/agents/{aid}/conversations" for r in pages)
