@@ -11,7 +11,7 @@ code  name                meaning
 65    STATE_UNUSABLE      the state database is corrupt or newer than this convsync: ``convsync repair``
 69    ROOT_UNAVAILABLE    the mirror root has no ``.convsync-root`` marker
 72    MISSING_EXTRA       the command needs an optional extra that is not installed (``emulator``, ``demo``)
-73    ALREADY_RUNNING     another ``convsync run`` uses this state directory
+73    ALREADY_RUNNING     another ``convsync run`` uses this state directory or this root
 75    TRANSIENT           the server is unreachable or failing; trying again later may work
 77    AUTH                the API key is missing, wrong or lacks access
 78    CONFIG              the configuration is invalid; the message says which key and how to fix it

@@ -33,7 +33,7 @@ from convsync import paths
 from convsync.cli import Exit
 from convsync.config import Config, load_config
 from convsync.errors import ConfigError, ConvsyncError
-from convsync.lock import InstanceLock
+from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
 from convsync.notify import Notifier
@@ -107,7 +107,7 @@ class Daemon:
         """Serve until stopped; returns the exit code (0 after a graceful stop)."""
         state_dir = paths.state_dir(self.config.state_dir)
         try:
-            with InstanceLock(state_dir), self._signal_handlers():
+            with InstanceLock(state_dir), RootLock(self.config.root, state_dir), self._signal_handlers():
                 log.info(
                     "convsync starting: root %s, server %s, key from the %s, state in %s",
                     self.config.root,
@@ -251,7 +251,8 @@ def run_daemon(
 
 def sync_once(config: Config, *, engine_factory: EngineFactory | None = None) -> int:
     """``convsync sync``: one full blocking reconcile pass under the instance lock, then exit 0 (or raise)."""
-    with InstanceLock(paths.state_dir(config.state_dir)):
+    state_dir = paths.state_dir(config.state_dir)
+    with InstanceLock(state_dir), RootLock(config.root, state_dir):
         engine = (engine_factory or Engine)(config)
         try:
             report = engine.run_once()
