@@ -136,7 +136,7 @@ EXIT_CODES_TEXT = "\n".join(
         "  65  the state database is corrupt or newer than this convsync (the message says: upgrade, or repair)",
         "  69  the mirror root has no .convsync-root marker (unmounted disk?)",
         "  72  the command needs an optional extra that is not installed (the message says how to add it)",
-        "  73  another convsync run uses this state directory",
+        "  73  another convsync run uses this state directory or this root",
         "  75  the server is unreachable or failing; trying again later may work",
         "  77  the API key is missing, wrong or lacks access",
         "  78  the configuration is invalid; the message names the key and the fix",
