@@ -59,11 +59,15 @@ _STREAMABLE = ("text", "formatted-text", "thought")
 # --- rendering (pure) ---------------------------------------------------------------------------------------
 
 
-def heading(role: str, when: datetime) -> str:
+INCOMPLETE_MARK = " (incomplete)"
+
+
+def heading(role: str, when: datetime, *, complete: bool = True) -> str:
     label = ROLE_LABELS.get(role, role.capitalize() or "Unknown")
     # Formatted by hand: strftime (and astimezone on a time already in UTC) were the slow part of rendering.
     u = when if when.tzinfo is UTC else when.astimezone(UTC)
-    return f"## {label} · {u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d} UTC\n\n"
+    mark = "" if complete else INCOMPLETE_MARK
+    return f"## {label} · {u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d} UTC{mark}\n\n"
 
 
 def _fence(text: str, info: str = "") -> str:
@@ -138,17 +142,19 @@ def _pretty_json(raw: str) -> str:
 
 
 def render_message(message: Message) -> str:
-    return heading(message.role, message.created_at) + "".join(render_part(p) for p in message.content)
+    head = heading(message.role, message.created_at, complete=message.complete)
+    return head + "".join(render_part(p) for p in message.content)
 
 
 def renderable(messages: Sequence[Message]) -> list[Message]:
-    """The messages the transcript shows: everything up to (not including) the first incomplete one."""
-    out: list[Message] = []
-    for message in messages:
-        if not message.complete:
-            break
-        out.append(message)
-    return out
+    """The messages the transcript shows, in server order: all but a last one still being written.
+
+    An incomplete message with others after it will not be finished (a failed or cancelled run may leave one):
+    it is shown with its heading marked ``(incomplete)`` rather than hiding everything after it.
+    """
+    if messages and not messages[-1].complete:
+        return list(messages[:-1])
+    return list(messages)
 
 
 # --- planning a transcript update (pure) --------------------------------------------------------------------

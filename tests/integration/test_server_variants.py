@@ -41,3 +41,17 @@ def test_an_unknown_delta_op_loses_no_reply(mirror: Mirror) -> None:
     (stream,) = [r for r in mirror.emu.requests if r.route == "stream_message"]
     assert stream.fault == "renamed a delta op to concat_text"
     assert stream.last_event == "agent_finished"
+
+
+def test_an_incomplete_message_in_the_middle_hides_nothing_after_it(mirror: Mirror) -> None:
+    """A message the server left incomplete is shown marked, and every later message is mirrored too."""
+    folder, cid = new_conversation(mirror)
+    mirror.emu.inject_message(cid, "a run that died midway", complete=False)
+    mirror.emu.inject_message(cid, "a later answer")
+    wait_until(
+        lambda: "a later answer" in (folder / "transcript.md").read_text(), 15, what="the later message mirrored"
+    )
+    text = (folder / "transcript.md").read_text()
+    assert text == mirror.server_rendering(cid)
+    assert text.count("(incomplete)") == 1
+    assert "UTC (incomplete)\n\na run that died midway\n\n" in text

@@ -175,11 +175,20 @@ def test_plan_rewrites_when_the_server_changed_a_committed_message() -> None:
     assert "new" in plan.full_text
 
 
-def test_incomplete_messages_are_not_rendered_yet() -> None:
-    """A message still being written on the server (complete=false) waits, and so does everything after it."""
+def test_an_incomplete_last_message_is_not_rendered_yet() -> None:
+    """The last message, still being written on the server (complete=false), waits."""
+    m1, m2 = user("m1", "a"), agent("m2", "b", complete=False)
+    plan = plan_transcript([], 0, "", [m1, m2])
+    assert [e.message_id for e in plan.commit] == ["m1"]
+
+
+def test_an_incomplete_message_before_others_is_rendered_marked() -> None:
+    """An incomplete message with later ones is shown marked (incomplete), and the later ones are shown too."""
     m1, m2, m3 = user("m1", "a"), agent("m2", "b", complete=False), user("m3", "c")
     plan = plan_transcript([], 0, "", [m1, m2, m3])
-    assert [e.message_id for e in plan.commit] == ["m1"]
+    assert [e.message_id for e in plan.commit] == ["m1", "m2", "m3"]
+    assert "UTC (incomplete)\n\n" in render_message(m2)
+    assert "(incomplete)" not in render_message(m1) + render_message(m3)
 
 
 def test_apply_plan_and_read_tail_round_trip(tmp_path: Path) -> None:
