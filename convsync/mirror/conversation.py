@@ -17,6 +17,7 @@ no longer matches the state (deleted, or cut by a crash mid-stream).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import stat
 import threading
@@ -58,6 +59,7 @@ from convsync.mirror.folders import (
     populate_conversation,
     read_marker,
 )
+from convsync.mirror.localfault import PROBE_SECONDS, LocalFault, writable
 from convsync.mirror.names import OutsideRoot, keys_of, name_key
 from convsync.mirror.plan import Backoff
 from convsync.mirror.prompt import (
@@ -133,6 +135,7 @@ class ConversationRuntime:
     reporter: Reporter | None = None  # kept across passes, so each problem is logged once
     created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
     seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
+    local_fault: LocalFault | None = None  # the folder could not be written: probed, not backed off
 
     def add(self, flags: Flags) -> None:
         with self.flags_lock:
@@ -191,6 +194,8 @@ class Reconcile:
                 return Outcome(gone=True)
             if read_marker(self.folder / CONVERSATION_MARKER) != self.cid:
                 return Outcome(gone=True)  # being deleted, or the marker was removed: the agent pass decides
+            if self.rt.local_fault is not None and not self._local_fault_cleared():
+                return Outcome()  # no request while the folder cannot be written
             if self._incomplete() and self._settled():
                 populate_conversation(self.ctx.root, self.folder, self.cid)  # put back what the user deleted
             for hint in self.flags.inbox_hints:
@@ -210,6 +215,7 @@ class Reconcile:
             if not self._outbox_failing():  # everything that was tried worked
                 report.clear()
                 self.rt.backoff.succeeded()
+                self._local_fault_over()
             return Outcome(sent=self._sent)
         except RateLimited as exc:
             return self._transient(exc, "the server asks convsync to slow down (rate limit)")
@@ -235,11 +241,38 @@ class Reconcile:
                 f"cannot write in {self.folder}: {exc}",
                 "free disk space or fix the folder's permissions; convsync retries",
             )
-            self.rt.retry_at = time.monotonic() + self.rt.backoff.failed()
+            fault = self.rt.local_fault
+            since = fault.since if fault is not None else time.time()
+            self.rt.local_fault = LocalFault(since, str(exc), time.monotonic() + self.rt.backoff.failed())
+            self.rt.retry_at = time.monotonic() + PROBE_SECONDS
             return Outcome(sent=self._sent)
         finally:
             self._final_status()
             self.rt.seen = folder_fingerprint(self.folder)
+
+    def _local_fault_cleared(self) -> bool:
+        """Whether the pass may run while the folder has a write fault (``convsync.mirror.localfault``)."""
+        fault = self.rt.local_fault
+        assert fault is not None
+        now = time.monotonic()
+        if not writable(self.folder):
+            self.rt.local_fault = dataclasses.replace(fault, probe_failed=True)
+            self.rt.retry_at = now + PROBE_SECONDS
+            return False
+        if fault.probe_failed:  # it failed and works now: the fault cleared, go at once
+            self.rt.backoff.succeeded()
+            self.rt.retry_at = 0.0
+            return True
+        if now < fault.retry_at:
+            self.rt.retry_at = min(fault.retry_at, now + PROBE_SECONDS)
+            return False
+        return True
+
+    def _local_fault_over(self) -> None:
+        """A pass worked after a write fault: ``errors.log`` (unwritable meanwhile) gets the episode."""
+        fault, self.rt.local_fault = self.rt.local_fault, None
+        if fault is not None:
+            self.ctx.report.note(fault.episode(self.folder, time.time()))
 
     def _files_check_allowed(self) -> bool:
         """Files and frames are listed at most every ``FILES_CHECK_SECONDS`` (two requests each time): a burst
