@@ -76,7 +76,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, errors.AuthError):
         return (
             f"convsync: the server refused the API key: {exc}\n"
-            "  fix: check the key configured under server.api_key_* (convsync doctor tests it)"
+            "  fix: put a current key for this tenant where the config's server.api_key_env/api_key_file/"
+            "api_key_command points (a new key comes from the web UI), check it with `convsync doctor`, then start "
+            "convsync again (as a service: systemctl --user restart convsync)"
         )
     if isinstance(exc, errors.ApiError):
         return f"convsync: the Agent API failed: {exc}"

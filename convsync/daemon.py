@@ -32,7 +32,7 @@ from typing import Protocol
 from convsync import paths
 from convsync.cli import Exit
 from convsync.config import Config, load_config
-from convsync.errors import ConfigError, ConvsyncError
+from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError
 from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
@@ -53,6 +53,7 @@ class EngineLike(Protocol):
     def stop(self, timeout: float = 10.0) -> None: ...
     def reload(self, config: Config) -> None: ...
     def run_once(self) -> object: ...
+    def full_pass(self, timeout: float | None = None, *, first: bool = False) -> ApiError | None: ...
     def summary(self) -> object: ...
     def healthy(self) -> bool: ...
 
@@ -140,6 +141,7 @@ class Daemon:
                 self._reload_requested = False
                 self._reload(engine, ready)
             if not ready and engine.wait_ready(timeout=0):
+                self._check_first_pass(engine)
                 ready = True
                 log.info("ready: the first full scan is done")
                 self.notifier.ready()
@@ -160,6 +162,21 @@ class Daemon:
                 wake_at = min(wake_at, now + _STARTUP_POLL_SECONDS)
             self._sleep(wake_at - time.monotonic())
         log.info("stopping (%s)", self._stop_signal)
+
+    def _check_first_pass(self, engine: EngineLike) -> None:
+        """A key refused in the first pass stops the daemon (exit 77): retrying cannot fix it, a person must."""
+        try:
+            error = engine.full_pass(timeout=0, first=True)
+        except TimeoutError:  # the first pass did not reach the server (no mirror root): nothing to judge
+            return
+        if isinstance(error, AuthError):
+            raise AuthError(
+                f"{self.config.url} refused the API key from the {self.config.api_key_source or 'config'}: "
+                f"{error.message}",
+                status=error.status,
+                code=error.code,
+                error_id=error.error_id,
+            )
 
     def _check_health(self, engine: EngineLike, was_healthy: bool) -> bool:
         healthy = engine.healthy()

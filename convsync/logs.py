@@ -25,7 +25,8 @@ _NOISY_LOGGERS = ("httpx", "httpcore", "watchdog", "asyncio", "uvicorn", "uvicor
 # syslog priorities, as journald reads them from a "<N>" line prefix.
 _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
-_TOKEN_PATTERN = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+|\bs4w_[^\s'\",;]*")
+# A key is "s4w_" and its value: the bare word (a server's hint: 'Expected key starting with "s4w_"') stays.
+_TOKEN_PATTERN = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+|\bs4w_[^\s'\",;]+")
 _MIN_SECRET_LENGTH = 4  # a shorter "secret" would redact ordinary words
 
 

@@ -198,6 +198,10 @@ class Engine:
         self._delete_grace: dict[str, float] = {}  # conversation → when its folder was first seen gone
         self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
         self._server_trouble = False
+        # Lists passes started and finished, and the last one's server error: what full_pass() waits for.
+        self._passes_started = 0
+        self._passes_done = 0
+        self._pass_error: ApiError | None = None
         self._heartbeat = time.monotonic()
         self._started = False
         self._bind_root()
@@ -341,6 +345,25 @@ class Engine:
         n = self._state.count_conversations("active", [a.id for a in self._configured_agents()])
         problem = self._problems.get("root") or next(iter(self._problems.values()), None)
         return Summary(n, counts.prompts, counts.uploads, problem)
+
+    def full_pass(self, timeout: float | None = None, *, first: bool = False) -> ApiError | None:
+        """Ask for a pass over the server's lists and every folder now, wait for its lists part; its server error.
+
+        With ``first``, no new pass: wait for the first one (the daemon stops at start on a refused key).
+        Raises ``TimeoutError`` when it did not finish within ``timeout``.
+        """
+        with self._cond:
+            if first:
+                target = 1
+            else:
+                target = self._passes_started + 1  # one in flight started before the request: not it
+                now = time.monotonic()
+                self._due[LISTS] = now
+                self._due[RESCAN] = now
+                self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._passes_done >= target or self._stopping.is_set(), timeout):
+                raise TimeoutError("the pass did not finish in time")
+            return self._pass_error
 
     def healthy(self) -> bool:
         if not self._started or self._stopping.is_set():
@@ -620,6 +643,16 @@ class Engine:
 
     def _lists_pass(self) -> ApiError | None:
         """Resolve agents and plan each against its conversation list; returns the server's error, if any."""
+        with self._cond:
+            self._passes_started += 1
+            number = self._passes_started
+        error = self._lists_pass_body()
+        with self._cond:
+            self._passes_done, self._pass_error = number, error
+            self._cond.notify_all()
+        return error
+
+    def _lists_pass_body(self) -> ApiError | None:
         try:
             for agent in self._resolve_agents():
                 with self._agents_lock:  # the listing must not be older than the bindings it is planned with

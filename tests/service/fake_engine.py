@@ -54,6 +54,10 @@ class FakeEngine:
         self._record("run_once")
         return "1 conversation synced"
 
+    def full_pass(self, timeout: float | None = None, *, first: bool = False) -> None:
+        if not first:  # the daemon's look at the first pass's outcome is a query, not a request
+            self._record("full_pass")
+
     def summary(self) -> str:
         return self.text
 
