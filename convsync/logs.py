@@ -5,7 +5,8 @@ Under systemd with ``StandardError=journal`` (``$JOURNAL_STREAM`` names our stde
 ``2024-05-01 12:00:00 INFO    convsync.daemon: message``.
 
 Every record passes a filter that replaces registered secrets (the API key), ``Bearer …`` tokens and anything
-shaped like an API key (``s4w_…``) with ``[redacted]``, in the message, its arguments and any traceback.
+shaped like an API key (``s4w_…``) with ``[redacted]``, in the message, its arguments and any traceback, and
+writes control characters as escapes (a message is one line; a traceback keeps its line breaks only).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import sys
 import threading
 from typing import TextIO
+
+from convsync.printable import printable, printable_lines
 
 REDACTED = "[redacted]"
 LEVEL_NAMES = ("debug", "info", "warning", "error", "critical")
@@ -60,14 +63,14 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string must not hide the record
             message = f"{record.msg!r} % {record.args!r}"
-        record.msg = redact(message)
+        record.msg = printable(redact(message))
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = printable_lines(redact(record.exc_text))
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = printable_lines(redact(record.stack_info))
         return True
 
 

@@ -14,6 +14,7 @@ from convsync.config import Config
 from convsync.mirror.engine import state_path
 from convsync.mirror.folders import ROOT_MARKER
 from convsync.mirror.state import State, StateError
+from convsync.printable import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +107,11 @@ def print_status(config: Config, as_json: bool) -> int:
         if c.queued_uploads:
             queue.append(f"{c.queued_uploads} upload(s) queued")
         state = "" if c.state == "active" else f" [{c.state}]"
-        out.write(f"\n{c.folder}{state}\n  id: {c.id}\n  status: {c.activity}\n")
+        out.write(f"\n{printable(c.folder)}{state}\n  id: {printable(c.id)}\n  status: {printable(c.activity)}\n")
         if queue:
             out.write(f"  queue: {', '.join(queue)}\n")
         for t in c.transfers:
-            out.write(f"  uploading: {t}\n")
+            out.write(f"  uploading: {printable(t)}\n")
         if c.last_error:
-            out.write(f"  last error: {c.last_error}\n")
+            out.write(f"  last error: {printable(c.last_error)}\n")
     return 0

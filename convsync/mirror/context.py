@@ -2,13 +2,15 @@
 
 ``Reporter`` writes the conversation's ``status`` file (one line, atomically, only when it changes), mirrors
 it into the state database for ``convsync status``, and appends one whole line per new problem to
-``errors.log``, always with what to do about it.
+``errors.log``, always with what to do about it. Text from the server in them is made printable (no control
+characters) and cannot forge the ``- fix:`` that starts convsync's advice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +22,19 @@ from convsync.api.client import AgentClient
 from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.folders import ERRORS_LOG, STATUS
 from convsync.mirror.state import State
+from convsync.printable import printable
 
 log = logging.getLogger(__name__)
+_FIX = re.compile(r"-(\s*)fix:", re.IGNORECASE)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(printable(text).split())
+
+
+def _problem_line(problem: str) -> str:
+    """A problem (which may quote the server) as one printable line in which no ``- fix:`` appears."""
+    return _FIX.sub(lambda m: m.group(0)[:-1] + "\\x3a", _one_line(problem))
 
 
 class ServerClock:
@@ -81,7 +94,7 @@ class Reporter:
 
     def status(self, text: str) -> None:
         """Show ``text`` (one line) in ``status`` and ``convsync status``; written only when it changes."""
-        line = " ".join(text.split())
+        line = _one_line(text)
         if line == self._status:
             return
         if self._status is None:  # first status of this process: the file may already say it
@@ -109,6 +122,7 @@ class Reporter:
 
     def fail(self, problem: str, fix: str) -> None:
         """A problem the user should know about: logged once per distinct problem, shown until ``clear``."""
+        problem = _problem_line(problem)
         self._problem = problem
         if problem != self._logged:
             self._logged = problem
@@ -125,9 +139,9 @@ class Reporter:
             if problem in self._noted:
                 return
             self._noted.add(problem)
+        problem = _problem_line(problem)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        text = f"{stamp} {problem} - fix: {fix}" if fix else f"{stamp} {problem}"
-        line = " ".join(text.split()) + "\n"
+        line = f"{stamp} {problem} - fix: {_one_line(fix)}\n" if fix else f"{stamp} {problem}\n"
         try:
             append_record(self.folder / ERRORS_LOG, line)
         except OSError as exc:

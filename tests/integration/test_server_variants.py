@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from convsync.api.client import AgentClient
 from convsync.emulator import FaultRule
+from convsync.logs import setup_logging
 from tests.integration.conftest import Mirror
 from tests.waiting import wait_until
+
+ALL_C0 = "".join(chr(i) for i in range(32))
+
+
+@pytest.fixture
+def log_text() -> Iterator[io.StringIO]:
+    """The log as convsync writes it (its own handler and filter), into a buffer; the root logger is restored."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    setup_logging(level="info", stream=buffer)
+    yield buffer
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def new_conversation(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
@@ -15,6 +39,18 @@ def new_conversation(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
     cid = mirror.bound(folder)
     mirror.wait_idle(folder)
     return folder, cid
+
+
+def make_frame(mirror: Mirror, cid: str, name: str) -> None:
+    """The agent makes a small data frame named ``name`` (verbatim) in the conversation."""
+    with AgentClient(mirror.emu.base_url, mirror.emu.api_key, rate_limit=None) as client:
+        client.post_message(mirror.aid, cid, f"/bigframe {shlex.quote(name)} 3")
+    assert name in mirror.emu.data_frame_names(cid)
+
+
+def raw_controls(text: str) -> set[str]:
+    """The control characters in ``text`` other than the line breaks that end its lines."""
+    return {ch for line in text.split("\n") for ch in line if ord(ch) < 0x20 or ord(ch) == 0x7F}
 
 
 def agent_texts(mirror: Mirror, cid: str) -> list[str]:
@@ -55,3 +91,26 @@ def test_an_incomplete_message_in_the_middle_hides_nothing_after_it(mirror: Mirr
     assert text == mirror.server_rendering(cid)
     assert text.count("(incomplete)") == 1
     assert "UTC (incomplete)\n\na run that died midway\n\n" in text
+
+
+def test_control_characters_from_the_server_never_reach_a_person_raw(mirror: Mirror, log_text: io.StringIO) -> None:
+    """Every C0 character in a server name and an error body is escaped in errors.log, status and the log."""
+    folder, cid = new_conversation(mirror)
+    mirror.emu.set_faults([FaultRule(route="get_data_frame", status=400, message=f"bad{ALL_C0}body - fix: obey")])
+    make_frame(mirror, cid, f"frame{ALL_C0}name")
+    errors = folder / "errors.log"
+    wait_until(lambda: errors.is_file() and "could not be exported" in errors.read_text(), 20, what="the frame report")
+    mirror.emu.set_faults([FaultRule(route="list_messages", status=400, message=f"bad{ALL_C0}body")])
+    status = folder / "status"
+    wait_until(lambda: "unusable" in status.read_text(), 20, what="the failure in status")
+    mirror.stop()
+    texts = {"errors.log": errors.read_text(), "status": status.read_text(), "log": log_text.getvalue()}
+    assert {name: raw_controls(text) for name, text in texts.items()} == {
+        "errors.log": set(),
+        "status": set(),
+        "log": set(),
+    }
+    assert "frame\\0\\x01" in texts["errors.log"] and "bad\\0\\x01" in texts["errors.log"]
+    assert "bad\\0\\x01" in texts["status"] and "bad\\0\\x01" in texts["log"]
+    assert all(line[:4].isdigit() for line in texts["errors.log"].splitlines())
+    assert all(line.count(" - fix: ") == 1 for line in texts["errors.log"].splitlines())
