@@ -2,7 +2,8 @@
 
 Every name the server sends (agent, conversation, file ref, data-frame name) is untrusted. ``safe_name`` turns
 it into one path component that every common filesystem accepts; ``unique_name`` adds `` (2)``, `` (3)``… so
-that names which differ only in case or Unicode normalisation do not collide. Both are pure.
+that names which differ only in case, Unicode normalisation or look-alike letters (Latin ``a`` and Cyrillic
+``\u0430``) do not give two entries that collide or cannot be told apart. Both are pure.
 
 Names, once bound to a folder, are stored in the state database and never recomputed (``docs/layout.md``).
 """
@@ -24,9 +25,25 @@ REPLACEMENT = "_"
 # Characters Linux forbids (/ and NUL) plus those Windows, SMB shares and exFAT disks refuse, so that a mirror
 # copied to or living on such a disk keeps working.
 _FORBIDDEN = frozenset('/\\\0<>:"|?*')
-# Device names Windows reserves whatever the extension; a folder called "con" is unusable on an SMB share.
+# Device names Windows reserves whatever follows the first dot ("nul.txt", "nul.txt_" and "nul .tar.gz" are
+# all the device); a folder called "con" is unusable on an SMB share. Superscript digits count as digits there.
 _DEVICE_NAMES = frozenset(
-    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{port}{digit}" for port in ("com", "lpt") for digit in "123456789¹²³"]
+)
+# An extension kept whole when a long name is cut: a dot, then up to 16 letters or digits (".csv", ".tar.gz"
+# keeps ".gz").
+_MAX_EXTENSION_BYTES = 17
+# Letters of other scripts (and the forms NFKC folds) that look like Latin ones, after case folding: two names
+# equal under this map would be siblings no one can tell apart. Only used to decide collisions, never to change a
+# name (Unicode's full confusables table is larger; these are the look-alikes of the scripts met in practice).
+_LOOK_ALIKES = str.maketrans(
+    # Cyrillic a b e k m h o p c t y x s i j d q w h l
+    "\u0430\u0432\u0435\u043a\u043d\u043c\u043e\u0440\u0441\u0442\u0443\u0445\u0455\u0456\u0458"
+    "\u0501\u051b\u051d\u04bb\u04cf"
+    # Greek alpha beta epsilon zeta eta iota kappa mu nu omicron rho tau upsilon chi, lunate sigma
+    "\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7\u03f2",
+    "abekhmopctyxsijdqwhlabezhikmnoptyxc",
 )
 
 
@@ -49,14 +66,33 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return encoded[:max_bytes].decode("utf-8", errors="ignore")
 
 
+def _split_extension(text: str) -> tuple[str, str]:
+    """``(stem, extension)`` when ``text`` ends in a short extension of letters and digits, else ``(text, "")``."""
+    dot = text.rfind(".")
+    ext = text[dot:] if dot > 0 else ""
+    if not ext or len(ext.encode("utf-8")) > _MAX_EXTENSION_BYTES or not ext[1:].isalnum():
+        return text, ""
+    return text[:dot], ext
+
+
+def _fit(text: str, max_bytes: int) -> str:
+    """``text`` cut to ``max_bytes`` of UTF-8, keeping its extension (``….csv`` stays a CSV file)."""
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    stem, ext = _split_extension(text)
+    cut = _truncate_utf8(stem, max_bytes - len(ext.encode("utf-8"))).rstrip(". ")
+    return cut + ext if cut else _truncate_utf8(text, max_bytes)
+
+
 def safe_name(raw: str, *, placeholder: str = PLACEHOLDER, max_bytes: int = MAX_NAME_BYTES) -> str:
     """One safe path component for ``raw``.
 
     - ``/ \\ NUL < > : " | ? *`` and control characters become ``_``;
     - surrounding whitespace and trailing dots are dropped (Windows and SMB drop them silently);
     - leading dots become ``_`` (so no name is hidden or special, and ``.``/``..`` cannot occur);
-    - an empty result becomes ``placeholder``; Windows device names (``con``, ``nul.txt``…) get a ``_``;
-    - the result is NFC-normalised and at most ``max_bytes`` bytes of UTF-8.
+    - an empty result becomes ``placeholder``; a Windows device name before the first dot (``con``, ``nul.txt``,
+      ``aux .tar.gz``) gets a ``_`` right after it (``nul_.txt``);
+    - the result is NFC-normalised and at most ``max_bytes`` bytes of UTF-8; a cut keeps the extension.
     """
     text = unicodedata.normalize("NFC", raw)
     text = "".join(REPLACEMENT if _is_unsafe_char(ch) else ch for ch in text)
@@ -65,15 +101,22 @@ def safe_name(raw: str, *, placeholder: str = PLACEHOLDER, max_bytes: int = MAX_
     text = REPLACEMENT * (len(text) - len(stripped)) + stripped
     if not text:
         text = placeholder
-    if text.split(".", 1)[0].casefold() in _DEVICE_NAMES:
-        text = text + REPLACEMENT
-    text = _truncate_utf8(text, max_bytes).rstrip(". ")
+    head, dot, rest = text.partition(".")
+    if head.rstrip(" ").casefold() in _DEVICE_NAMES:
+        text = head + REPLACEMENT + dot + rest
+    text = _fit(text, max_bytes).rstrip(". ")
     return text or placeholder
 
 
 def name_key(name: str) -> str:
     """The collision key of a name: equal keys may be the same entry on a case-insensitive filesystem."""
     return unicodedata.normalize("NFC", name).casefold()
+
+
+def look_alike_key(key: str) -> str:
+    """A ``name_key`` with look-alike letters of other scripts (and NFKC forms: full-width letters…) folded to
+    Latin: names with equal look-alike keys would be siblings that cannot be told apart."""
+    return unicodedata.normalize("NFKC", key).casefold().translate(_LOOK_ALIKES)
 
 
 def unique_name(
@@ -85,10 +128,17 @@ def unique_name(
 ) -> str:
     """``base`` if its key is free in ``taken`` (a set of ``name_key`` values), else ``base (2)``, ``(3)``…
 
-    With ``keep_extension`` the counter goes before the last extension (``report (2).csv``). The result fits
-    in ``max_bytes``; ``base`` is truncated to make room for the counter.
+    A name that only looks like a taken one (``look_alike_key``) counts as taken too. With ``keep_extension``
+    the counter goes before the last extension (``report (2).csv``). The result fits in ``max_bytes``; ``base``
+    is truncated to make room for the counter.
     """
-    if name_key(base) not in taken:
+    alike = {look_alike_key(k) for k in taken}
+
+    def free(name: str) -> bool:
+        key = name_key(name)
+        return key not in taken and look_alike_key(key) not in alike
+
+    if free(base):
         return base
     stem, ext = base, ""
     if keep_extension and "." in base[1:]:
@@ -98,7 +148,7 @@ def unique_name(
     while True:
         suffix = f" ({n}){ext}"
         candidate = _truncate_utf8(stem, max_bytes - len(suffix.encode("utf-8"))).rstrip(". ") + suffix
-        if name_key(candidate) not in taken:
+        if free(candidate):
             return candidate
         n += 1
 

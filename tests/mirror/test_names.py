@@ -34,7 +34,7 @@ from convsync.mirror.names import (
         ("trailing dots...", "trailing dots"),
         ('what? "now" <a|b>: *', "what_ _now_ _a_b__ _"),
         ("con", "con_"),
-        ("NUL.txt", "NUL.txt_"),
+        ("NUL.txt", "NUL_.txt"),
         ("Straße", "Straße"),
     ],
 )
@@ -104,3 +104,56 @@ def test_child_refuses_names_that_are_not_one_component(tmp_path: Path, name: st
     """child() only joins a single plain component."""
     with pytest.raises(OutsideRoot):
         child(tmp_path, tmp_path, name)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("nul.txt", "nul_.txt"),
+        ("nul.txt_", "nul_.txt_"),  # the old mapping's output is still the device on Windows
+        ("aux.txt_", "aux_.txt_"),
+        ("AUX.tar.gz", "AUX_.tar.gz"),
+        ("nul .txt", "nul _.txt"),  # Windows drops the space before the dot: "nul .txt" is the device too
+        ("com\u00b9.log", "com\u00b9_.log"),  # superscript digits count as digits
+        ("CONIN$", "CONIN$_"),
+        ("console.txt", "console.txt"),
+        ("null.txt", "null.txt"),
+    ],
+)
+def test_a_device_name_before_the_first_dot_is_escaped_there(raw: str, expected: str) -> None:
+    """Windows reserves a device name whatever follows its first dot: the `_` goes right after the device part."""
+    assert safe_name(raw) == expected
+
+
+def test_a_name_cut_to_200_bytes_keeps_its_extension() -> None:
+    """A long file name is cut in its stem, so `….csv` stays a CSV file; its ` (2)` keeps the extension too."""
+    name = safe_name("w" * 300 + ".csv")
+    assert name == "w" * (MAX_NAME_BYTES - 4) + ".csv"
+    second = unique_name(name, keys_of([name]), keep_extension=True)
+    assert second.endswith(" (2).csv") and len(second.encode()) <= MAX_NAME_BYTES
+
+
+def test_a_long_name_without_an_extension_is_cut_at_a_character() -> None:
+    """A dot followed by words is not an extension: the name is cut at its end."""
+    name = safe_name("v1.2 of the report " * 20)
+    assert len(name.encode()) <= MAX_NAME_BYTES and name.startswith("v1.2 of the report")
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "Q3 r\u0435\u0440\u043ert",  # Cyrillic e, p and o in "Q3 report"
+        "\u0410udit",  # Cyrillic capital A
+        "Audit".replace("A", "\u0391"),  # Greek capital alpha
+        "\uff21udit",  # full-width A
+    ],
+)
+def test_a_name_that_only_looks_like_a_taken_one_gets_a_counter(look_alike: str) -> None:
+    """Latin/Cyrillic/Greek look-alikes and full-width forms would give siblings no one can tell apart."""
+    taken = keys_of(["Q3 report", "Audit"])
+    assert unique_name(look_alike, taken) == f"{look_alike} (2)"
+
+
+def test_a_name_in_another_script_that_looks_different_is_kept() -> None:
+    """A Cyrillic name that does not look like a taken Latin one keeps its plain name."""
+    assert unique_name("\u041e\u0442\u0447\u0451\u0442", keys_of(["Otchet"])) == "\u041e\u0442\u0447\u0451\u0442"
