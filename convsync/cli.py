@@ -13,8 +13,10 @@ code  name                meaning
 72    MISSING_EXTRA       the command needs an optional extra that is not installed (``emulator``, ``demo``)
 73    ALREADY_RUNNING     another ``convsync run`` uses this state directory or this root
 75    TRANSIENT           the server is unreachable or failing; trying again later may work
+76    TLS_UNTRUSTED       the server's TLS certificate cannot be trusted; the message names the config fix
 77    AUTH                the API key is missing, wrong or lacks access
-78    CONFIG              the configuration is invalid; the message says which key and how to fix it
+78    CONFIG              the configuration is invalid (a refused redirect too: server.url is probably wrong);
+                          the message says which key and how to fix it
 ====  ==================  ==========================================================
 
 Commands import their modules lazily so that ``convsync status`` does not pay for the emulator's imports.
@@ -41,6 +43,7 @@ class Exit(IntEnum):
     MISSING_EXTRA = 72
     ALREADY_RUNNING = 73
     TRANSIENT = 75
+    TLS_UNTRUSTED = 76
     AUTH = 77
     CONFIG = 78
 
@@ -54,6 +57,8 @@ def exit_code_for(exc: BaseException) -> Exit:
         (errors.AlreadyRunning, Exit.ALREADY_RUNNING),
         (errors.StateUnusable, Exit.STATE_UNUSABLE),
         (errors.MissingExtra, Exit.MISSING_EXTRA),
+        (errors.UntrustedCertificate, Exit.TLS_UNTRUSTED),
+        (errors.RedirectRefused, Exit.CONFIG),
         (errors.TransientError, Exit.TRANSIENT),
         (errors.ApiError, Exit.TRANSIENT),
     ]
@@ -140,8 +145,9 @@ EXIT_CODES_TEXT = "\n".join(
         "  72  the command needs an optional extra that is not installed (the message says how to add it)",
         "  73  another convsync run uses this state directory or this root",
         "  75  the server is unreachable or failing; trying again later may work",
+        "  76  the server's TLS certificate cannot be trusted (the message names server.ca_bundle / truststore)",
         "  77  the API key is missing, wrong or lacks access",
-        "  78  the configuration is invalid; the message names the key and the fix",
+        "  78  the configuration is invalid (or a redirect was refused); the message names the key and the fix",
     ]
 )
 

@@ -2,8 +2,9 @@
 
 ::
 
-    run_daemon: lock the state dir, Engine(config).start(), then until stopped:
-        first full scan done             → READY=1
+    run_daemon: lock the state dir, warn about weakened trust (convsync.trust), Engine(config).start(), then
+    until stopped:
+        first full scan done             → READY=1 (or exit 77/76: it met a refused key / an untrusted certificate)
         every few seconds                → STATUS=<summary>
         every WATCHDOG_USEC/2, if healthy → WATCHDOG=1
         SIGHUP                           → RELOADING=1, reload the config, READY=1
@@ -32,11 +33,12 @@ from typing import Protocol
 from convsync import paths
 from convsync.cli import Exit
 from convsync.config import Config, load_config
-from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError
+from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, UntrustedCertificate
 from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
 from convsync.notify import Notifier
+from convsync.trust import log_trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class Daemon:
                     self.config.api_key_source or "config",
                     state_dir,
                 )
+                log_trust_warnings(self.config, log)
                 self.notifier.status("starting")
                 engine = (self._engine_factory or Engine)(self.config)
                 try:
@@ -164,11 +167,14 @@ class Daemon:
         log.info("stopping (%s)", self._stop_signal)
 
     def _check_first_pass(self, engine: EngineLike) -> None:
-        """A key refused in the first pass stops the daemon (exit 77): retrying cannot fix it, a person must."""
+        """A key refused (exit 77) or a certificate that cannot be trusted (exit 76) in the first pass stops the
+        daemon: retrying cannot fix either, a person must (after the start, both show as problems while it retries)."""
         try:
             error = engine.full_pass(timeout=0, first=True)
         except TimeoutError:  # the first pass did not reach the server (no mirror root): nothing to judge
             return
+        if isinstance(error, UntrustedCertificate):
+            raise error  # its message names the config keys that fix it
         if isinstance(error, AuthError):
             raise AuthError(
                 f"{self.config.url} refused the API key from the {self.config.api_key_source or 'config'}: "
@@ -217,6 +223,7 @@ class Daemon:
             self.config = new
             set_level(new.log_level)
             log.info("configuration reloaded")
+            log_trust_warnings(new, log)
         if ready:
             self.notifier.ready()
 
@@ -270,6 +277,7 @@ def sync_once(config: Config, *, engine_factory: EngineFactory | None = None) ->
     """``convsync sync``: one full blocking reconcile pass under the instance lock, then exit 0 (or raise)."""
     state_dir = paths.state_dir(config.state_dir)
     with InstanceLock(state_dir), RootLock(config.root, state_dir):
+        log_trust_warnings(config, log)
         engine = (engine_factory or Engine)(config)
         try:
             report = engine.run_once()

@@ -1,6 +1,7 @@
 """``convsync doctor``: check everything a daemon needs and print each problem with its fix.
 
-Checks, in order: the config, the API key source, the server (reachable, key accepted, configured agents
+Checks, in order: the config, the trust settings (``convsync.trust``: verification off, plain http to another
+machine), the API key source, the server (reachable, certificate trusted, key accepted, configured agents
 visible), the mirror root and its marker, inotify limits against the folders under the root, the state
 directory. Without a key the server check is skipped (and said so); the local checks still run. Exits 0 when
 all pass, else with the code (``convsync.cli.Exit``) of the first failing check.
@@ -26,9 +27,12 @@ from convsync.errors import (
     ConfigError,
     NotFound,
     ProtocolError,
+    RedirectRefused,
+    UntrustedCertificate,
 )
 from convsync.lock import holder_pid
 from convsync.logs import redact
+from convsync.trust import trust_warnings
 
 Say = Callable[[str], None]
 
@@ -93,6 +97,7 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
         say("The remaining checks need a valid config; fix the problems above and run convsync doctor again.")
         return report.exit_code()
     report.ok("config", str(config.config_file))
+    _check_trust(config, report)  # needs neither the key nor the network
     if config.api_key_problem:
         for problem in config.api_key_problem.splitlines():
             message, _, fix = problem.partition(". Fix: ")
@@ -117,10 +122,26 @@ def _client(config: Config) -> AgentClient:
     return AgentClient.from_config(config, max_retries=1)
 
 
+def _check_trust(config: Config, report: Report) -> None:
+    warnings = trust_warnings(config)
+    for warning in warnings:
+        report.problem("trust", f"{warning.key}: {warning.message}", warning.fix, Exit.CONFIG)
+    if not warnings:
+        report.ok("trust", "TLS verified" if config.url.startswith("https:") else "plain http to this machine only")
+
+
 def _check_server(config: Config, report: Report) -> None:
     try:
         with _client(config) as client:
             agents = client.list_agents()
+    except UntrustedCertificate as exc:
+        message, _, fix = exc.message.partition(". Fix: ")
+        report.problem("server", f"{config.url}: {message}", fix, Exit.TLS_UNTRUSTED)
+        return
+    except RedirectRefused as exc:
+        message, _, fix = exc.message.partition(". Fix: ")
+        report.problem("server", f"{config.url}: {message}", fix, Exit.CONFIG)
+        return
     except AuthError as exc:
         report.problem(
             "server",
@@ -149,8 +170,8 @@ def _check_server(config: Config, report: Report) -> None:
         report.problem(
             "server",
             f"cannot reach {config.url}: {exc}",
-            "check the URL, the network and any proxy; for TLS problems see server.verify_tls, "
-            "server.ca_bundle and server.truststore",
+            "check server.url, the network and any proxy; for TLS problems: server.ca_bundle or "
+            "server.truststore (server.verify_tls: false only for a test server)",
             Exit.TRANSIENT,
         )
         return

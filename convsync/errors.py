@@ -11,11 +11,13 @@
      └── ApiError                anything the Agent API said or failed to say
           ├── TransientError     retry later (connection failed, timeout, 5xx, stream cut)
           │    ├── RateLimited   429: retry after ``retry_after`` seconds
-          │    └── StreamInterrupted  the reply stream ended before ``agent_finished``
+          │    ├── StreamInterrupted  the reply stream ended before ``agent_finished``
+          │    └── UntrustedCertificate  the server's TLS certificate cannot be trusted: fix the trust config
           ├── AuthError          401/403: the key is wrong or lacks access; tell the user
           ├── NotFound           404: the object is gone; re-plan
           ├── BadRequest         400/409/412/415/422: the request itself is wrong; don't resend as is
           └── ProtocolError      the server's answer makes no sense (malformed JSON, wrong types): a server bug
+               └── RedirectRefused  a redirect to another origin, or of a request with a body: not followed
 
 Library exceptions are translated at the one boundary that uses the library (``raise … from exc``);
 ``convsync.cli`` turns each class into a message and an exit code.
@@ -100,6 +102,15 @@ class StreamInterrupted(TransientError):
     """The reply stream ended before ``agent_finished``; the prompt itself reached the server."""
 
 
+class UntrustedCertificate(TransientError):
+    """The server's TLS certificate failed verification (unknown CA, wrong host name, expired).
+
+    A command stops with its own exit code, because repeating cannot help until the trust configuration (or
+    the server's certificate) changes; a running daemon treats it like an unreachable server and keeps
+    trying, so a fixed certificate or a reloaded config takes effect without a restart.
+    """
+
+
 class AuthError(ApiError):
     """401/403: the API key is missing, malformed, wrong or lacks access."""
 
@@ -118,3 +129,11 @@ class ProtocolError(ApiError):
 
 class MissingExtra(ConvsyncError):
     """The command needs an optional extra (``pip install 'convsync[emulator]'``) that is not installed."""
+
+
+class RedirectRefused(ProtocolError):
+    """The server redirected to another origin (scheme, host or port), or redirected a request with a body.
+
+    Following would send the request, and for a POST the user's text, where the user did not point convsync;
+    the message names the target. The usual cause is a wrong ``server.url``.
+    """

@@ -40,8 +40,8 @@ ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=10s
 # Exits a restart cannot fix: 2 usage, 65 state database unusable (convsync repair),
-# 73 another instance runs, 77 API key refused, 78 config invalid.
-RestartPreventExitStatus=2 65 73 77 78
+# 73 another instance runs, 76 TLS certificate not trusted, 77 API key refused, 78 config invalid.
+RestartPreventExitStatus=2 65 73 76 77 78
 # READY=1 comes after the first full scan, which may take a while on a large account.
 TimeoutStartSec=15min
 # SIGTERM: convsync finishes or checkpoints the step in flight (at most 20 s), then exits 0.

@@ -1,4 +1,5 @@
-"""``convsync status``: every conversation's folder, id, state, queue, transfers and last error.
+"""``convsync status``: every conversation's folder, id, state, queue, transfers and last error; first, any
+setting that weakens trust in the server (``convsync.trust``).
 
 Reads the state database through a read-only connection, so it works while the daemon runs (WAL lets readers
 in without blocking the writer) and never changes anything.
@@ -15,6 +16,7 @@ from convsync.mirror.engine import state_path
 from convsync.mirror.folders import ROOT_MARKER
 from convsync.mirror.state import State, StateError
 from convsync.printable import printable
+from convsync.trust import trust_warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class StatusReport:
     root_ok: bool
     state_db: str
     conversations: list[ConversationStatus]
+    warnings: list[str]  # settings that weaken trust in the server (convsync.trust), each with its fix
 
 
 def collect(config: Config) -> StatusReport | None:
@@ -74,7 +77,16 @@ def collect(config: Config) -> StatusReport | None:
             )
     finally:
         state.close()
-    return StatusReport(str(config.root), root_ok, str(path), rows)
+    return StatusReport(str(config.root), root_ok, str(path), rows, _warnings(config))
+
+
+def _warnings(config: Config) -> list[str]:
+    return [str(w) for w in trust_warnings(config)]
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"WARNING {warning}")
 
 
 def _mib(n: int) -> str:
@@ -86,14 +98,22 @@ def print_status(config: Config, as_json: bool) -> int:
     if report is None:
         message = f"no state yet: convsync has not run with this configuration (root {config.root})"
         if as_json:
-            print(json.dumps({"root": str(config.root), "state_db": None, "conversations": [], "note": message}))
+            document: dict[str, object] = {
+                "root": str(config.root),
+                "state_db": None,
+                "conversations": [],
+                "note": message,
+            }
+            print(json.dumps({**document, "warnings": _warnings(config)}))
         else:
+            _print_warnings(_warnings(config))
             print(message)
         return 0
     if as_json:
         print(json.dumps(asdict(report), indent=2, ensure_ascii=False))
         return 0
     out = sys.stdout
+    _print_warnings(report.warnings)
     print(f"root: {report.root}" + ("" if report.root_ok else f"  (MISSING {ROOT_MARKER}: is the disk mounted?)"))
     print(f"state: {report.state_db}")
     active = [c for c in report.conversations if c.state == "active"]

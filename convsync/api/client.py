@@ -38,6 +38,13 @@ Uploads and downloads apply ``timeout`` to each chunk, never to the whole transf
 Secrets. The API key is sent only in the ``Authorization`` header, only to the base URL's origin (a
 pagination ``next`` URL naming another origin is followed on ours), and never appears in an exception message
 or a repr.
+
+Redirects. Only a GET's redirect within the base URL's origin (same scheme, host and port) is followed. Any
+other redirect raises ``RedirectRefused`` before anything is sent to its target: another origin (an https →
+http downgrade included) would get the request where the user did not point convsync, and a redirected POST
+would re-send its body (307/308: a prompt, an upload) or turn into a GET whose answer would pass for the
+POST's (301-303). A TLS certificate that fails verification raises ``UntrustedCertificate``, whose message
+names the config keys that fix it (``convsync.trust``).
 """
 
 from __future__ import annotations
@@ -77,9 +84,12 @@ from convsync.errors import (
     NotFound,
     ProtocolError,
     RateLimited,
+    RedirectRefused,
     StreamInterrupted,
     TransientError,
+    UntrustedCertificate,
 )
+from convsync.trust import tls_failure_fix
 
 # Called with (bytes done, bytes total) while a transfer runs; total is 0 when unknown.
 Progress = Callable[[int, int], None]
@@ -175,6 +185,7 @@ class AgentClient:
             verify=_tls_verify(verify, use_truststore),
             transport=transport,
             follow_redirects=True,
+            event_hooks={"response": [self._vet_redirect]},  # runs before httpx follows a redirect
         )
 
     @classmethod
@@ -383,6 +394,41 @@ class AgentClient:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
+    def _vet_redirect(self, response: httpx.Response) -> None:
+        """Let httpx follow a GET's redirect within the base URL's origin; refuse any other before it is sent."""
+        if not response.has_redirect_location:
+            return
+        request = response.request
+        try:
+            target: httpx.URL | None = request.url.join(response.headers["location"])
+        except httpx.InvalidURL:
+            target = None
+        if target is not None and request.method == "GET" and _origin_of(target) == _origin_of(self._origin):
+            return
+        if target is None:
+            where, fix = "an invalid address", "the server is misconfigured; check server.url"
+        else:
+            # No query: a signed URL's token is not for logs.
+            where = str(target.copy_with(query=None, fragment=None, username=None, password=None))
+            if _origin_of(target) != _origin_of(self._origin):
+                fix = (
+                    f"convsync follows no redirect to another origin than {str(self._origin).rstrip('/')}; "
+                    "server.url is probably wrong: if that server is the right one, set server.url to its "
+                    "API base URL"
+                )
+            else:
+                fix = (
+                    "convsync never re-sends a request body to a redirect; server.url is probably wrong "
+                    "(a missing or extra path part?)"
+                )
+        raise RedirectRefused(
+            self._redact(
+                f"{request.method} {request.url.path}: the server redirected it ({response.status_code}) to "
+                f"{where}; not followed. Fix: {fix}"
+            ),
+            status=response.status_code,
+        )
+
     def _url(self, *segments: str) -> httpx.URL:
         """The base URL plus path segments, each percent-encoded whole (a ``/`` in a name stays data)."""
         cached = self._urls.get(segments)
@@ -580,10 +626,10 @@ class AgentClient:
 
     def _transport_error(self, exc: httpx.TransportError, method: str, url: httpx.URL) -> ApiError:
         if _tls_verification_failed(exc):
-            return TransientError(
+            return UntrustedCertificate(
                 self._redact(
-                    f"{method} {url.path}: TLS certificate verification failed ({_describe(exc)}); "
-                    "fix: pass a CA bundle as verify=… or use_truststore=True"
+                    f"{method} {url.path}: TLS certificate verification failed ({_describe(exc)}). "
+                    f"Fix: {tls_failure_fix(_verify_code(exc))}"
                 )
             )
         return TransientError(self._redact(f"{method} {url.path}: {_describe(exc)}"))
@@ -665,6 +711,20 @@ def _tls_verification_failed(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _verify_code(exc: BaseException) -> int | None:
+    """OpenSSL's verify result (``X509_V_ERR_*``) behind a TLS failure, when it is known."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)  # httpx leaves the port None when it is the scheme's default
 
 
 def _worth_retrying(exc: httpx.TransportError) -> bool:

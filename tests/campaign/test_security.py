@@ -158,7 +158,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_or_the_trust_store_can_be_co
     tmp_path: Path,
     isolated_home: Path,
 ) -> None:
-    """`convsync sync` against a self-signed HTTPS server fails by default (exit 75, a certificate problem);
+    """`convsync sync` against a self-signed HTTPS server fails by default (exit 76, a certificate problem);
     with server.ca_bundle, or the OS trust store plus that bundle, it succeeds."""
     url, cert = https_server
     root = tmp_path / "root"
@@ -172,7 +172,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_or_the_trust_store_can_be_co
         return convsync("sync", "--config", str(config), env=env)
 
     default = sync("")
-    assert default.returncode == 75, default.stderr
+    assert default.returncode == 76, default.stderr
     assert "certificate" in default.stderr.lower()
     bundle = sync(f"  ca_bundle: {cert}\n")
     assert bundle.returncode == 0, bundle.stderr

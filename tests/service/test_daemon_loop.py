@@ -247,3 +247,21 @@ def test_sync_once_runs_one_pass_under_the_lock(config_file: Path) -> None:
 
     with InstanceLock(config_file.parent / "state"), pytest.raises(AlreadyRunning):
         sync_once(config, engine_factory=lambda _c: engine)
+
+
+def test_start_and_reload_warn_while_verification_is_off(
+    start: Starter, notify_socket: NotifyListener, config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`verify_tls: false` is logged as a warning at start and again at each reload that keeps it."""
+    config_file.write_text(config_file.read_text().replace(f"  url: {URL}\n", f"  url: {URL}\n  verify_tls: false\n"))
+    running = start()
+    notify_socket.wait_for("READY=1")
+    at_start = [r for r in caplog.records if r.levelname == "WARNING" and "server.verify_tls" in r.getMessage()]
+
+    running.daemon.request_reload()
+
+    notify_socket.wait_for("READY=1", times=2)
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "server.verify_tls" in r.getMessage()]
+    assert len(at_start) == 1 and len(warned) == 2
+    assert "server.ca_bundle" in warned[-1].getMessage()
+    running.stop()

@@ -92,10 +92,11 @@ def test_unit_is_a_notify_service_with_watchdog() -> None:
 
 
 def test_unit_does_not_restart_on_errors_a_restart_cannot_fix() -> None:
-    """RestartPreventExitStatus lists exactly the usage, unusable-state, already-running, auth and config codes."""
+    """RestartPreventExitStatus lists exactly the usage, unusable-state, already-running, untrusted-certificate,
+    auth and config exit codes."""
     codes = {int(code) for code in settings(UNIT.read_text())["RestartPreventExitStatus"].split()}
 
-    assert codes == {Exit.USAGE, Exit.STATE_UNUSABLE, Exit.ALREADY_RUNNING, Exit.AUTH, Exit.CONFIG}
+    assert codes == {Exit.USAGE, Exit.STATE_UNUSABLE, Exit.ALREADY_RUNNING, Exit.TLS_UNTRUSTED, Exit.AUTH, Exit.CONFIG}
 
 
 def test_unit_hardening_needs_no_namespaces() -> None:
