@@ -165,7 +165,9 @@ class _AgentPlanner:
         self.by_id = {b.id: b for b in bindings}
         self.active = [b for b in bindings if b.status == "active"]
         self.remote_by_id = {c.id: c for c in remote} if remote is not None else None
-        self.known_ids = set(self.by_id)
+        # A conversation marked deleted (its folder moved to .deleted/, or folder and conversation gone) that the
+        # server lists again — an outage made it 404 for a while — is not "known": it gets a folder again.
+        self.known_ids = {b.id for b in bindings if b.status != "deleted"}
         self.claimed: dict[str, str] = {}
         self.marked: dict[str, list[LocalFolder]] = {}
         self.actions: list[Action] = []

@@ -257,3 +257,14 @@ def test_backoff_grows_and_is_capped() -> None:
     assert delays[4] >= 8 * 0.8
     backoff.succeeded()
     assert backoff.failed() <= 1.2
+
+
+def test_a_conversation_moved_aside_that_the_server_lists_again_gets_a_folder_again() -> None:
+    """After an outage made it 404 (folder moved to .deleted/, row marked deleted), the server has it again:
+    it is mirrored again into a new folder under its name."""
+    actions = plan_agent(
+        remote=[conv("c1", "Comes back"), conv("c2", "b")],
+        local=listing(LocalFolder("b", "c2")),
+        bindings=[bound("c1", "Comes back", "deleted"), bound("c2", "b", seq=2)],
+    )
+    assert actions == [CreateFolder("c1", "Comes back", "Comes back")]
