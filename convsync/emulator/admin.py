@@ -35,6 +35,7 @@ RUNTIME_OPTIONS = frozenset(
         "frame_row_cap",
         "null_collections",
         "delete_no_content",
+        "hostile_frame_names",
     }
 )
 

@@ -310,6 +310,11 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
             order_by=order_by,
             cap=runtime.options.frame_row_cap,
         )
+        disposition = _attachment(f"{data_frame_name}.parquet")
+        if output_format == "parquet" and disposition is None:
+            if runtime.options.hostile_frame_names == "fail":
+                raise ApiFault(500, _header_failure(data_frame_name))
+            disposition = f"attachment; filename*=utf-8''{quote(data_frame_name + '.parquet')}"
         if output_format == "json":
             try:
                 records = await runtime.offload(partial(frames.records_slice, path, how))
@@ -327,7 +332,7 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
         return _FileResponse(
             handle,
             media_type="application/octet-stream",
-            headers={"Content-Disposition": _attachment(f"{data_frame_name}.parquet")},
+            headers={"Content-Disposition": disposition or ""},
         )
 
     return router
@@ -391,12 +396,24 @@ async def _read_chunks(handle: Any) -> AsyncIterator[bytes]:
         handle.close()
 
 
-def _attachment(filename: str) -> str:
+def _attachment(filename: str) -> str | None:
+    """The server's ``Content-Disposition``; ``None`` when the name cannot be in a header as it is."""
     try:
         filename.encode("latin-1")
     except UnicodeEncodeError:
-        return f"attachment; filename*=utf-8''{quote(filename)}"
+        return None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in filename):
+        return None
     return f"attachment; filename={filename}"
+
+
+def _header_failure(name: str) -> str:
+    """What the real server's catch-all says when the header of a frame named ``name`` cannot be sent."""
+    try:
+        f"{name}.parquet".encode("latin-1")
+    except UnicodeEncodeError as exc:
+        return str(exc)
+    return f"Illegal header value b'attachment; filename={name}.parquet'"
 
 
 def _encode_token(offset: int) -> str:

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+FrameNames = Literal["encode", "fail"]
 NextForm = Literal["token", "url", "path", "internal-url", "internal-path", "other-scheme"]
 FaultBody = Literal["envelope", "gateway", "plain", "detail", "html", "empty"]
 
+_FRAME_NAMES = ("encode", "fail")
 _NEXT_FORMS = ("token", "url", "path", "internal-url", "internal-path", "other-scheme")
 _FAULT_BODIES = ("envelope", "gateway", "plain", "detail", "html", "empty")
 
@@ -104,12 +106,17 @@ class EmulatorOptions:
     auth: bool = True  # False: no gateway auth at all
     null_collections: bool = False  # empty lists (data, content, files, frames) are sent as null
     delete_no_content: bool = False  # DELETE of a conversation answers 204 without a body
+    # A frame name that cannot be a Content-Disposition filename (not Latin-1, or control characters):
+    # "encode" sends filename*=utf-8''…; "fail" answers 500 as the real server does when its header fails.
+    hostile_frame_names: FrameNames = "encode"
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.startswith("s4w_"):
             raise ValueError('api_key must start with "s4w_" (the gateway rejects other keys)')
         if not self.tenant or "/" in self.tenant:
             raise ValueError(f"tenant must be a non-empty path segment, got {self.tenant!r}")
+        if self.hostile_frame_names not in _FRAME_NAMES:
+            raise ValueError(f"hostile_frame_names must be one of {_FRAME_NAMES}, got {self.hostile_frame_names!r}")
         if self.next_form not in _NEXT_FORMS:
             raise ValueError(f"next_form must be one of {_NEXT_FORMS}, got {self.next_form!r}")
         if self.page_size < 0 or self.rate_limit < 0:

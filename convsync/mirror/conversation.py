@@ -59,6 +59,7 @@ from convsync.mirror.folders import (
     populate_conversation,
     read_marker,
 )
+from convsync.mirror.itemretry import ItemKey, ItemKind, ItemRetries
 from convsync.mirror.localfault import PROBE_SECONDS, LocalFault, writable
 from convsync.mirror.names import OutsideRoot, keys_of, name_key
 from convsync.mirror.plan import Backoff
@@ -133,6 +134,7 @@ class ConversationRuntime:
     fetched: tuple[float, list[Message]] = (float("-inf"), [])  # the last messages read, with the time
     temps_cleaned: bool = False
     reporter: Reporter | None = None  # kept across passes, so each problem is logged once
+    items: ItemRetries = field(default_factory=ItemRetries)  # files and frames that failed, on their own backoff
     created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
     seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
     local_fault: LocalFault | None = None  # the folder could not be written: probed, not backed off
@@ -210,7 +212,7 @@ class Reconcile:
             if self.flags.full or (self.rt.files_due and self._files_check_allowed()):
                 self._sync_files()
                 self._export_frames()
-                self.rt.files_due = False
+                self.rt.files_due = self._items_waiting()
                 self.rt.files_checked_at = time.monotonic()
             if not self._outbox_failing():  # everything that was tried worked
                 report.clear()
@@ -623,12 +625,16 @@ class Reconcile:
         self._clean_temps()
         state = self.ctx.state
         remote = self.ctx.client.list_files(self.aid, self.cid)
+        self.rt.items.keep_only(ItemKind.FILE, (r.file_ref for r in remote))
         rows = {r.file_ref: r for r in state.transfers(self.cid, "down")}
         todo = filesync.plan_downloads(remote, {ref: r.sha256 for ref, r in rows.items()})
         taken = keys_of(r.local_name for r in rows.values() if r.local_name)
         for item in todo:
             if self.ctx.stopping():
                 return
+            key = ItemKey(ItemKind.FILE, item.file_ref)
+            if self.rt.items.wait(key):
+                continue
             row = rows.get(item.file_ref)
             name = (
                 row.local_name if row is not None and row.local_name else filesync.local_name_for(item.file_ref, taken)
@@ -645,13 +651,12 @@ class Reconcile:
                     progress=self._progress("downloading", name, None),
                     local_name=name,
                 )
-            except (BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
-                self.ctx.report.note(
-                    f"files/{name} could not be downloaded: {exc}",
-                    "convsync tries again on the next poll",
-                    once=True,
-                )
+            except RateLimited:
+                raise
+            except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
+                self._item_failed(key, f"files/{name} could not be downloaded: {exc}")
                 continue
+            self.rt.items.succeeded(key)
             state.set_transfer(
                 self.cid,
                 item.file_ref,
@@ -667,12 +672,16 @@ class Reconcile:
     def _export_frames(self) -> None:
         state = self.ctx.state
         frames = self.ctx.client.list_data_frames(self.aid, self.cid)
+        self.rt.items.keep_only(ItemKind.FRAME, (f.name for f in frames))
         rows = {r.name: r for r in state.frames(self.cid)}
         todo = dataframes.plan_exports(frames, {name: r.fingerprint for name, r in rows.items()})
         taken = keys_of(r.file_name for r in rows.values() if r.file_name)
         for info in todo:
             if self.ctx.stopping():
                 return
+            key = ItemKey(ItemKind.FRAME, info.name)
+            if self.rt.items.wait(key):
+                continue
             row = rows.get(info.name)
             file_name = (
                 row.file_name if row is not None and row.file_name else dataframes.frame_file_name(info.name, taken)
@@ -689,15 +698,30 @@ class Reconcile:
                     file_name=file_name,
                     parquet_supported=self.ctx.traits.parquet_supported,
                 )
-            except (BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
-                self.ctx.report.note(
-                    f"data frame {info.name!r} could not be exported: {exc}",
-                    "convsync tries again when the frame changes or on the next poll",
-                    once=True,
-                )
+            except RateLimited:
+                raise
+            except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
+                self._item_failed(key, f"data frame {info.name!r} could not be exported: {exc}")
                 continue
+            self.rt.items.succeeded(key)
             self.ctx.traits.parquet_supported = result.parquet_supported
             state.set_frame(self.cid, info.name, result.fingerprint, file_name)
+
+    # --- per-item failures ----------------------------------------------------------------------------------
+
+    def _item_failed(self, key: ItemKey, problem: str) -> None:
+        """One file or frame failed: reported for itself, retried on its own backoff; the others go on."""
+        delay = self.rt.items.failed(key)
+        self.ctx.report.note(problem, "convsync tries it again by itself, less often each time", once=True)
+        log.debug("%s: %s %r retried in %.0f s", self.folder, key.kind.value, key.name, delay)
+
+    def _items_waiting(self) -> bool:
+        """Whether a file or frame waits for its retry (the conversation is looked at again then)."""
+        wait = self.rt.items.next_due()
+        if wait is None:
+            return False
+        self._recheck_in(wait)
+        return True
 
     # --- progress -------------------------------------------------------------------------------------------
 

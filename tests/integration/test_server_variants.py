@@ -114,3 +114,26 @@ def test_control_characters_from_the_server_never_reach_a_person_raw(mirror: Mir
     assert "bad\\0\\x01" in texts["status"] and "bad\\0\\x01" in texts["log"]
     assert all(line[:4].isdigit() for line in texts["errors.log"].splitlines())
     assert all(line.count(" - fix: ") == 1 for line in texts["errors.log"].splitlines())
+
+
+def test_a_frame_the_server_cannot_serve_blocks_no_other(mirror: Mirror) -> None:
+    """A frame whose name the server fails on is reported and retried alone; the others export, status stays ok."""
+    mirror.emu.configure(hostile_frame_names="fail")
+    folder, cid = new_conversation(mirror)
+    bad = "a\0bad\nname"
+    for name in (bad, "later_one", "later_two"):
+        make_frame(mirror, cid, name)
+    for name in ("later_one", "later_two"):
+        wait_until((folder / "data-frames" / f"{name}.parquet").is_file, 30, what=f"{name}.parquet")
+    errors = folder / "errors.log"
+    wait_until(lambda: errors.is_file() and "could not be exported" in errors.read_text(), 10, what="the report")
+    report = errors.read_text()
+    assert "'a\\x00bad\\nname'" in report and "unreachable" not in report and "cannot be reached" not in report
+    assert not (folder / "status").read_text().startswith("error")
+
+    def tries() -> int:
+        return len([r for r in mirror.emu.requests if r.route == "get_data_frame" and "bad" in r.path])
+
+    first = tries()
+    wait_until(lambda: tries() > first, 30, what="the failing frame to be tried again on its own")
+    assert not (folder / "status").read_text().startswith("error")
