@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from convsync.mirror.itemretry import ITEM_BACKOFF_CAP, ItemKey, ItemKind, ItemRetries
 
 BAD = ItemKey(ItemKind.FRAME, "bad")
@@ -13,7 +15,7 @@ def test_a_failed_item_waits_and_the_others_do_not() -> None:
     now = [100.0]
     retries = ItemRetries(clock=lambda: now[0])
     delay = retries.failed(BAD)
-    assert retries.wait(BAD) == delay and retries.wait(OTHER) == 0.0
+    assert retries.wait(BAD) == pytest.approx(delay) and retries.wait(OTHER) == 0.0
     now[0] += delay
     assert retries.wait(BAD) == 0.0
 
