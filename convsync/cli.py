@@ -30,8 +30,12 @@ import sys
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from convsync import errors
+from convsync import errors, paths
+
+if TYPE_CHECKING:
+    from convsync.config import Config
 
 
 class Exit(IntEnum):
@@ -59,6 +63,7 @@ def exit_code_for(exc: BaseException) -> Exit:
         (errors.MissingExtra, Exit.MISSING_EXTRA),
         (errors.UntrustedCertificate, Exit.TLS_UNTRUSTED),
         (errors.RedirectRefused, Exit.CONFIG),
+        (errors.NotRunning, Exit.TRANSIENT),
         (errors.TransientError, Exit.TRANSIENT),
         (errors.ApiError, Exit.TRANSIENT),
     ]
@@ -190,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "run",
         "run the daemon in the foreground",
-        "Mirror until stopped (Ctrl-C or SIGTERM); SIGHUP re-reads the config. Logs go to stderr.",
+        "Mirror until stopped (Ctrl-C or SIGTERM); SIGHUP re-reads the config. Logs go to stderr.\n"
+        "While it runs, `convsync sync`, `convsync status` and `convsync reload` talk to it (control socket).",
         "  convsync run\n  convsync run -v            # debug output\n  convsync --config work.yaml run",
     )
 
@@ -198,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "sync",
         "one full reconcile pass, then exit",
-        "Bring the mirror root and the server in line once, then exit.",
+        "Bring the mirror root and the server in line once. When a daemon runs for this config, ask it for a\n"
+        "full pass now and wait for it (progress on stderr); otherwise run the pass here, then exit.",
         "  convsync sync\n  convsync sync -q && ls ~/Conversations",
     )
 
@@ -207,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "show every conversation's state",
         "Every conversation: folder, id, state, queued prompts and uploads, transfers, last error.\n"
-        "Reads local state only: no API key or network needed.",
+        "Reads local state only: no API key or network needed. With a daemon running, its live figures come first.",
         "  convsync status\n  convsync status --json | jq '.conversations[] | select(.last_error)'",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -219,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Rebuild a state database that is corrupt or unreadable: the queued prompts and uploads are salvaged into\n"
         "a fresh database and the old files are kept aside. Reads local state only: no API key needed.",
         "  convsync repair\n  convsync --config work.yaml repair",
+    )
+
+    _command(
+        sub,
+        "reload",
+        "make the running daemon re-read its config",
+        "Ask the running daemon (found through its control socket) to re-read its config file, like SIGHUP\n"
+        "or `systemctl --user reload convsync`. Exits 75 when no daemon runs for this config.",
+        "  convsync reload\n  convsync --config work.yaml reload",
     )
 
     p = _command(
@@ -389,18 +405,49 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_daemon(config, config_path=args.config)
     if args.command == "sync":
-        from convsync.daemon import sync_once
+        return _sync(config, quiet=args.quiet > 0)
+    if args.command == "reload":
+        from convsync import control
 
-        return sync_once(config)
+        reply = control.request(paths.state_dir(config.state_dir), "reload", timeout=90)
+        control.raise_for(reply)
+        print("convsync: the daemon re-read its configuration")
+        return Exit.OK
     if args.command == "repair":
         from convsync.repair import run_repair
 
         return run_repair(config)
     if args.command == "status":
+        from convsync import control
         from convsync.statusreport import print_status
 
-        return print_status(config, as_json=args.json)
+        try:
+            live: dict[str, object] | None = control.request(paths.state_dir(config.state_dir), "status", timeout=5)
+        except (errors.ConvsyncError, OSError, ValueError):  # no daemon, or one too busy to answer: files only
+            live = None
+        return print_status(config, as_json=args.json, live=live)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _sync(config: Config, *, quiet: bool) -> int:
+    """``convsync sync``: through the running daemon when there is one, else a pass of its own."""
+    from convsync import control
+
+    def progress(message: str) -> None:
+        if not quiet:
+            print(f"convsync: {message}", file=sys.stderr, flush=True)
+
+    try:
+        reply = control.request(
+            paths.state_dir(config.state_dir), "sync", progress, timeout=control.PASS_TIMEOUT_SECONDS + 60
+        )
+    except errors.NotRunning:
+        from convsync.daemon import sync_once
+
+        return sync_once(config)
+    control.raise_for(reply)
+    logging.getLogger(__name__).info("sync done by the running daemon: %s", reply.get("summary", ""))
+    return Exit.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

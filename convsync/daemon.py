@@ -20,12 +20,14 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import select
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -33,7 +35,8 @@ from typing import Protocol
 from convsync import paths
 from convsync.cli import Exit
 from convsync.config import Config, load_config
-from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, UntrustedCertificate
+from convsync.control import PASS_TIMEOUT_SECONDS, ControlServer, Progress, Reply, error_reply
+from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, TransientError, UntrustedCertificate
 from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
@@ -85,6 +88,10 @@ class Daemon:
         self.stop_timeout = stop_timeout
         self._stop_signal: str | None = None
         self._reload_requested = False
+        self._engine: EngineLike | None = None
+        self._ready = False
+        self._reloads = threading.Condition()
+        self._reload_outcome: tuple[int, str | None] = (0, None)  # (reloads done, the last one's problem)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -121,13 +128,19 @@ class Daemon:
                 log_trust_warnings(self.config, log)
                 self.notifier.status("starting")
                 engine = (self._engine_factory or Engine)(self.config)
+                self._engine = engine
+                control = ControlServer(state_dir, self)
                 try:
-                    engine.start()
-                    self._loop(engine)
-                except BaseException:
-                    self._shutdown(engine, quiet=True)
-                    raise
-                self._shutdown(engine, quiet=False)
+                    try:
+                        engine.start()
+                        control.start()
+                        self._loop(engine)
+                    except BaseException:
+                        self._shutdown(engine, quiet=True)
+                        raise
+                    self._shutdown(engine, quiet=False)
+                finally:
+                    control.stop()  # after the engine: its stop releases a `convsync sync` waiting for a pass
         finally:
             self._wake_r.close()
             self._wake_w.close()
@@ -145,7 +158,7 @@ class Daemon:
                 self._reload(engine, ready)
             if not ready and engine.wait_ready(timeout=0):
                 self._check_first_pass(engine)
-                ready = True
+                ready = self._ready = True
                 log.info("ready: the first full scan is done")
                 self.notifier.ready()
                 next_status = time.monotonic()
@@ -219,13 +232,60 @@ class Daemon:
                 "\n".join(f"  - {p}" for p in problems),
             )
             self.notifier.status(f"reload failed, running with the previous configuration: {problems[0]}")
+            self._reloaded(problems[0])
         else:
             self.config = new
             set_level(new.log_level)
             log.info("configuration reloaded")
             log_trust_warnings(new, log)
+            self._reloaded(None)
         if ready:
             self.notifier.ready()
+
+    def _reloaded(self, problem: str | None) -> None:
+        with self._reloads:
+            self._reload_outcome = (self._reload_outcome[0] + 1, problem)
+            self._reloads.notify_all()
+
+    # -- the control socket (its own threads) ----------------------------------------------------
+
+    def control_sync(self, progress: Progress) -> Reply:
+        """``convsync sync`` while this daemon runs: a full pass now, answered when its lists part is done."""
+        engine = self._engine
+        assert engine is not None
+        started = time.monotonic()
+        progress("asked the daemon for a full pass (the server's lists, then every folder)")
+        try:
+            error = engine.full_pass(timeout=PASS_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return error_reply(TransientError(f"the pass did not finish within {PASS_TIMEOUT_SECONDS:g} s"))
+        if self._stop_signal is not None:
+            return error_reply(TransientError("the daemon is stopping; the pass may not have run"))
+        if error is not None:
+            return error_reply(error)
+        summary = str(engine.summary())
+        progress(f"lists checked in {time.monotonic() - started:.1f} s; every folder queued for a look")
+        return {"ok": True, "summary": summary}
+
+    def control_status(self) -> Reply:
+        """``convsync status``: the live figures."""
+        engine = self._engine
+        assert engine is not None
+        summary = engine.summary()
+        figures = asdict(summary) if is_dataclass(summary) and not isinstance(summary, type) else {}
+        return {"ok": True, "pid": os.getpid(), "ready": self._ready, "summary": str(summary), **figures}
+
+    def control_reload(self) -> Reply:
+        """``convsync reload``: SIGHUP's reload, answered once it is done (or failed)."""
+        with self._reloads:
+            done = self._reload_outcome[0]
+            self.request_reload()
+            if not self._reloads.wait_for(lambda: self._reload_outcome[0] > done, timeout=60):
+                return error_reply(TransientError("the daemon did not reload within 60 s"))
+            problem = self._reload_outcome[1]
+        if problem is not None:
+            return {"ok": False, "error": {"kind": "config", "message": f"reload failed, still running: {problem}"}}
+        return {"ok": True}
 
     def _shutdown(self, engine: EngineLike, *, quiet: bool) -> None:
         self.notifier.stopping()

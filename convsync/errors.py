@@ -8,6 +8,7 @@
      ├── AlreadyRunning          another daemon holds the state directory's lock (or the root's)
      ├── StateUnusable           the state database is newer than this convsync, or corrupt: upgrade or repair
      ├── MissingExtra            the command needs an optional extra that is not installed
+     ├── NotRunning              no daemon answers on the control socket (``convsync reload``)
      └── ApiError                anything the Agent API said or failed to say
           ├── TransientError     retry later (connection failed, timeout, 5xx, stream cut)
           │    ├── RateLimited   429: retry after ``retry_after`` seconds
@@ -137,3 +138,7 @@ class RedirectRefused(ProtocolError):
     Following would send the request, and for a POST the user's text, where the user did not point convsync;
     the message names the target. The usual cause is a wrong ``server.url``.
     """
+
+
+class NotRunning(ConvsyncError):
+    """No daemon answers on the control socket of this state directory."""

@@ -2,7 +2,9 @@
 setting that weakens trust in the server (``convsync.trust``).
 
 Reads the state database through a read-only connection, so it works while the daemon runs (WAL lets readers
-in without blocking the writer) and never changes anything.
+in without blocking the writer) and never changes anything; needs no API key. The running daemon's live
+figures (from its control socket) come first when there is one. ``--json`` prints the versioned schema of
+``docs/status-json.md`` (``SCHEMA_VERSION``): numbers as numbers, never preformatted text.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from convsync.config import Config
 from convsync.mirror.engine import state_path
@@ -17,6 +20,20 @@ from convsync.mirror.folders import ROOT_MARKER
 from convsync.mirror.state import State, StateError
 from convsync.printable import printable
 from convsync.trust import trust_warnings
+
+SCHEMA_VERSION = 1  # of the --json output; raised on any incompatible change (docs/status-json.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    file: str
+    done_bytes: int
+    size_bytes: int
+
+    @property
+    def text(self) -> str:
+        pct = f"{self.done_bytes * 100 // self.size_bytes}%" if self.size_bytes else "?"
+        return f"{self.file} {pct} ({_mib(self.done_bytes)} of {_mib(self.size_bytes)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +46,7 @@ class ConversationStatus:
     activity: str  # the status file's line: idle / sending / streaming / uploading x (42%) / error: …
     queued_prompts: int
     queued_uploads: int
-    transfers: list[str]  # uploads in progress: "name 42% (12.0 MiB of 28.6 MiB)"
+    transfers: list[Transfer]  # uploads in progress
     last_error: str | None
 
 
@@ -52,12 +69,9 @@ def collect(config: Config) -> StatusReport | None:
         return None
     try:
         agents = {a.id: a.folder for a in state.agents()}
-        uploads: dict[str, list[str]] = {}
+        uploads: dict[str, list[Transfer]] = {}
         for t in state.transfers(direction="up"):
-            pct = f"{t.done_bytes * 100 // t.size}%" if t.size else "?"
-            uploads.setdefault(t.conversation_id, []).append(
-                f"{t.file_ref} {pct} ({_mib(t.done_bytes)} of {_mib(t.size)})"
-            )
+            uploads.setdefault(t.conversation_id, []).append(Transfer(t.file_ref, t.done_bytes, t.size))
         rows = []
         for c in state.conversations():
             counts = state.outbox_counts(c.id)
@@ -93,24 +107,16 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def print_status(config: Config, as_json: bool) -> int:
+def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = None) -> int:
+    """Print the report (``live``: the running daemon's answer to ``status``, or None when none runs)."""
     report = collect(config)
-    if report is None:
-        message = f"no state yet: convsync has not run with this configuration (root {config.root})"
-        if as_json:
-            document: dict[str, object] = {
-                "root": str(config.root),
-                "state_db": None,
-                "conversations": [],
-                "note": message,
-            }
-            print(json.dumps({**document, "warnings": _warnings(config)}))
-        else:
-            _print_warnings(_warnings(config))
-            print(message)
-        return 0
     if as_json:
-        print(json.dumps(asdict(report), indent=2, ensure_ascii=False))
+        print(json.dumps(as_document(config, report, live), indent=2, ensure_ascii=False))
+        return 0
+    print(_daemon_line(live))
+    if report is None:
+        _print_warnings(_warnings(config))
+        print(f"no state yet: convsync has not run with this configuration (root {config.root})")
         return 0
     out = sys.stdout
     _print_warnings(report.warnings)
@@ -131,7 +137,57 @@ def print_status(config: Config, as_json: bool) -> int:
         if queue:
             out.write(f"  queue: {', '.join(queue)}\n")
         for t in c.transfers:
-            out.write(f"  uploading: {printable(t)}\n")
+            out.write(f"  uploading: {printable(t.text)}\n")
         if c.last_error:
             out.write(f"  last error: {printable(c.last_error)}\n")
     return 0
+
+
+def _daemon_line(live: dict[str, Any] | None) -> str:
+    if live is None:
+        return "daemon: not running (figures below are from the state files)"
+    if not live.get("ready"):
+        return f"daemon: running (pid {live.get('pid')}), starting: first scan; {live.get('summary', '')}"
+    return f"daemon: running (pid {live.get('pid')}): {live.get('summary', '')}"
+
+
+def as_document(config: Config, report: StatusReport | None, live: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``--json`` document (docs/status-json.md)."""
+    daemon: dict[str, Any] = {"running": live is not None}
+    if live is not None:
+        daemon |= {
+            "pid": live.get("pid"),
+            "ready": bool(live.get("ready")),
+            "conversations": live.get("conversations"),
+            "queued_prompts": live.get("queued_prompts"),
+            "queued_uploads": live.get("queued_uploads"),
+            "last_error": live.get("last_error"),
+        }
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "root": str(config.root),
+        "root_ok": (config.root / ROOT_MARKER).is_file(),
+        "state_db": None,
+        "daemon": daemon,
+        "warnings": _warnings(config),
+        "conversations": [],
+    }
+    if report is not None:
+        document |= {"root_ok": report.root_ok, "state_db": report.state_db, "warnings": report.warnings}
+        document["conversations"] = [
+            asdict(c)
+            | {
+                "transfers": [
+                    {
+                        "direction": "up",
+                        "file": t.file,
+                        "done_bytes": t.done_bytes,
+                        "size_bytes": t.size_bytes,
+                        "percent": round(t.done_bytes * 100 / t.size_bytes, 1) if t.size_bytes else None,
+                    }
+                    for t in c.transfers
+                ]
+            }
+            for c in report.conversations
+        ]
+    return document

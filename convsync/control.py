@@ -1,0 +1,194 @@
+"""The running daemon's control socket: ``convsync sync``, ``status`` and ``reload`` talk to it.
+
+::
+
+    $XDG_RUNTIME_DIR/convsync/control-<hash of the state dir>.sock     (dir 0700, socket 0600, owner only)
+
+One daemon per state directory (the instance lock), so the state directory names the socket. Without
+``$XDG_RUNTIME_DIR`` the directory is ``<tmp>/convsync-<uid>`` (created 0700, refused if another user owns it).
+The protocol is one JSON request line, then JSON lines back: any number of ``{"progress": "…"}`` and one final
+``{"ok": true|false, …}``. A peer of another uid is refused (``SO_PEERCRED``), whatever the file modes say.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import socketserver
+import stat
+import struct
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, NotRunning, TransientError
+
+log = logging.getLogger(__name__)
+
+PASS_TIMEOUT_SECONDS = 15 * 60.0  # a full pass on a large account; the client waits as long
+_MAX_REQUEST = 4096
+
+Progress = Callable[[str], None]
+Reply = dict[str, Any]
+
+
+class ControlTarget(Protocol):
+    """What the socket serves: the daemon's answers to the three requests."""
+
+    def control_sync(self, progress: Progress) -> Reply: ...
+    def control_status(self) -> Reply: ...
+    def control_reload(self) -> Reply: ...
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/convsync``, else a private per-user folder in the temp dir."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    return Path(base) / "convsync" if base else Path(tempfile.gettempdir()) / f"convsync-{os.getuid()}"
+
+
+def socket_path(state_dir: Path) -> Path:
+    """The control socket of the daemon using ``state_dir``."""
+    digest = hashlib.sha256(str(state_dir.expanduser().absolute()).encode()).hexdigest()[:16]
+    return runtime_dir() / f"control-{digest}.sock"
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConvsyncError(f"{path} is not a folder of yours; remove it or set XDG_RUNTIME_DIR")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        path.chmod(0o700)
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", raw)[1])
+
+
+def error_reply(exc: BaseException) -> Reply:
+    """How an error travels back to the command: its kind picks the command's exit code."""
+    kind = "auth" if isinstance(exc, AuthError) else "transient" if isinstance(exc, ApiError) else "other"
+    return {"ok": False, "error": {"kind": kind, "message": str(exc)}}
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        if _peer_uid(self.connection) != os.getuid():
+            return
+        try:
+            request = json.loads(self.rfile.readline(_MAX_REQUEST) or b"{}")
+            op = request.get("op") if isinstance(request, dict) else None
+            target = self.server.target
+            if op == "sync":
+                reply = target.control_sync(self._progress)
+            elif op == "status":
+                reply = target.control_status()
+            elif op == "reload":
+                reply = target.control_reload()
+            else:
+                reply = {"ok": False, "error": {"kind": "other", "message": f"unknown request {op!r}"}}
+        except (ValueError, OSError) as exc:
+            reply = {"ok": False, "error": {"kind": "other", "message": f"bad request: {exc}"}}
+        except Exception as exc:
+            log.exception("the control request failed")
+            reply = error_reply(exc)
+        self._send(reply)
+
+    def _progress(self, message: str) -> None:
+        self._send({"progress": message})
+
+    def _send(self, reply: Reply) -> None:
+        with contextlib.suppress(OSError):  # the command went away (Ctrl-C): nothing to tell
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            self.wfile.flush()
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = False
+    block_on_close = True  # stop() joins the request threads: no thread outlives the daemon
+
+    def __init__(self, path: Path, target: ControlTarget) -> None:
+        self.target = target
+        super().__init__(str(path), _Handler)
+
+
+class ControlServer:
+    """The daemon's end: serves in its own thread from ``start()`` to ``stop()``."""
+
+    def __init__(self, state_dir: Path, target: ControlTarget) -> None:
+        self.path = socket_path(state_dir)
+        self._target = target
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        _private_dir(self.path.parent)
+        # The caller holds the state directory's instance lock: a socket left here is a dead daemon's.
+        self.path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)
+        try:
+            self._server = _Server(self.path, self._target)
+        finally:
+            os.umask(old_umask)
+        self.path.chmod(0o600)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="convsync-control")
+        self._thread.start()
+        log.debug("control socket at %s", self.path)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self._server.server_close()
+        self._server = None
+        self.path.unlink(missing_ok=True)
+
+
+def request(state_dir: Path, op: str, progress: Progress | None = None, timeout: float = 10.0) -> Reply:
+    """Send ``op`` to the daemon of ``state_dir``; its final reply. Raises ``NotRunning`` when none answers."""
+    path = socket_path(state_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(f"no convsync daemon runs with the state directory {state_dir}") from exc
+        sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+        with sock.makefile("rb") as replies:
+            for line in replies:
+                reply = json.loads(line)
+                if "progress" in reply:
+                    if progress is not None:
+                        progress(str(reply["progress"]))
+                    continue
+                return dict(reply)
+    finally:
+        sock.close()
+    raise TransientError("the daemon closed the control socket without an answer (it is stopping?)")
+
+
+def raise_for(reply: Reply) -> None:
+    """The error a failed reply stands for, as the command's own (so its exit code is the documented one)."""
+    if reply.get("ok"):
+        return
+    error = reply.get("error") or {}
+    message, kind = str(error.get("message", "the daemon failed the request")), error.get("kind")
+    if kind == "auth":
+        raise AuthError(message)
+    if kind == "transient":
+        raise TransientError(message)
+    if kind == "config":
+        raise ConfigError([message])
+    raise ConvsyncError(message)
