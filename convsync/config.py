@@ -31,6 +31,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from convsync import paths
+from convsync.api.client import AUTH_SCHEMES, AuthScheme
 from convsync.cli import Exit
 from convsync.errors import ConfigError
 from convsync.logs import LEVEL_NAMES, redact, register_secret
@@ -56,6 +57,7 @@ class Config:
     url: str
     api_key: str = field(repr=False)  # resolved from env/file/command/credentials; never logged
     root: Path
+    auth: AuthScheme = "bearer"  # how the key is sent; "none": no key (a local agent server)
     agents: tuple[AgentSelector, ...] = ()  # empty: every agent
     verify_tls: bool = True
     ca_bundle: Path | None = None
@@ -80,6 +82,7 @@ class Config:
 _TOP_KEYS = ("server", "root", "agents", "poll", "debounce_ms", "on_local_delete", "log_level", "state_dir")
 _SERVER_KEYS = (
     "url",
+    "auth",
     "api_key_env",
     "api_key_file",
     "api_key_command",
@@ -295,6 +298,7 @@ class _Settings:
     """Everything but the resolved key; filled with defaults, overwritten by what the file says."""
 
     url: str | None = None
+    auth: AuthScheme = "bearer"
     key_source: _KeySource | None = None
     root: Path = field(default_factory=lambda: Path(DEFAULT_ROOT).expanduser())
     agents: tuple[AgentSelector, ...] = ()
@@ -403,6 +407,10 @@ def _parse_server(reader: _Reader, node: Node, settings: _Settings) -> None:
     else:
         settings.key_source = _KeySource("env", "server.api_key_env", None, env=DEFAULT_API_KEY_ENV)
 
+    if "auth" in server:
+        auth = reader.choice("server.auth", server["auth"], AUTH_SCHEMES)
+        if auth is not None:
+            settings.auth = cast(AuthScheme, auth)
     if "verify_tls" in server:
         verify = reader.boolean("server.verify_tls", server["verify_tls"])
         settings.verify_tls = settings.verify_tls if verify is None else verify
@@ -842,7 +850,8 @@ def parse_config(text: str, source: Path, *, require_key: bool = True) -> Config
     reader = _Reader(source.expanduser().absolute())
     settings = _parse(reader, text)
     key_reader = reader if require_key else _Reader(reader.source)
-    resolved = _resolve_key(key_reader, settings.key_source)
+    # With auth: none there is no key to read (a key source the file names anyway is not used).
+    resolved = ("", "") if settings.auth == "none" else _resolve_key(key_reader, settings.key_source)
     problems = reader.problems
     if problems or (resolved is None and require_key) or settings.url is None:
         if key_reader is not reader:
@@ -855,6 +864,7 @@ def parse_config(text: str, source: Path, *, require_key: bool = True) -> Config
         url=settings.url,
         api_key=api_key,
         root=settings.root,
+        auth=settings.auth,
         agents=settings.agents,
         verify_tls=settings.verify_tls,
         ca_bundle=settings.ca_bundle,

@@ -105,7 +105,10 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
         # The local checks below still run: they need neither the key nor the network.
         report.skipped("server", "needs the API key (fix the problem above)")
     else:
-        report.ok("API key", f"read from the {config.api_key_source}")
+        if config.auth == "none":
+            report.ok("API key", "none needed (server.auth: none)")
+        else:
+            report.ok("API key", f"read from the {config.api_key_source} (sent as server.auth: {config.auth})")
         _check_server(config, report)
     _check_root(config, report)
     check_inotify(config.root, report)
@@ -143,10 +146,20 @@ def _check_server(config: Config, report: Report) -> None:
         report.problem("server", f"{config.url}: {message}", fix, Exit.CONFIG)
         return
     except AuthError as exc:
+        if config.auth == "none":
+            report.problem(
+                "server",
+                f"{config.url} wants a key (server.auth is none): {exc}",
+                "set server.auth: bearer (or snowflake) and a key source (server.api_key_env/_file/_command)",
+                Exit.AUTH,
+            )
+            return
         report.problem(
             "server",
-            f"{config.url} refused the API key from the {config.api_key_source}: {exc}",
-            "check that the key is current and belongs to this tenant (create a new one in the web UI)",
+            f"{config.url} refused the API key from the {config.api_key_source} sent as server.auth: "
+            f"{config.auth}: {exc}",
+            "check that the key is current and belongs to this tenant (create a new one in the web UI), and "
+            "that server.auth matches the deployment (bearer; snowflake for a Snowflake-hosted one)",
             Exit.AUTH,
         )
         return
@@ -178,7 +191,8 @@ def _check_server(config: Config, report: Report) -> None:
     names = ", ".join(sorted(a.name for a in agents)[:5]) + (", …" if len(agents) > 5 else "")
     report.ok(
         "server",
-        f"{config.url} accepted the key; {len(agents)} agent(s) visible" + (f": {names}" if agents else ""),
+        f"{config.url} {'answered without a key' if config.auth == 'none' else 'accepted the key'}; "
+        f"{len(agents)} agent(s) visible" + (f": {names}" if agents else ""),
     )
     _check_agents(config, agents, report)
 

@@ -85,6 +85,16 @@ def trust_warnings(config: Config) -> tuple[TrustWarning, ...]:
                 "(localhost, 127.0.0.1, ::1)",
             )
         )
+    if config.auth == "none" and not is_loopback(host):
+        found.append(
+            TrustWarning(
+                "server.auth",
+                f"no key is sent to {host}, which is not this machine: a server that needs none serves anyone "
+                "who can reach it",
+                "auth: none is for an agent server on this machine (localhost); for a deployment use "
+                "auth: bearer (or snowflake) with a key",
+            )
+        )
     return tuple(found)
 
 

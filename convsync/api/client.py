@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import quote
 
 import httpx
@@ -102,6 +102,11 @@ MAX_PAGES = 10_000
 MAX_ERROR_BODY = 64 * 1024
 URL_CACHE_SIZE = 16_384  # URLs kept by ``AgentClient._url`` (a few per conversation)
 
+# How the key is sent (spec §1): ``Authorization: Bearer <key>`` (the gateway), ``Snowflake Token="<key>"``
+# (Snowflake-hosted deployments), or nothing at all (a local agent server, e.g. a desktop Studio's).
+AuthScheme = Literal["bearer", "snowflake", "none"]
+AUTH_SCHEMES: tuple[AuthScheme, ...] = ("bearer", "snowflake", "none")
+
 # These failures happen before any byte of the request left: repeating them cannot apply a request twice.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -132,6 +137,7 @@ class AgentClient:
         base_url: str,
         api_key: str,
         *,
+        auth: AuthScheme = "bearer",
         timeout: float = 30.0,
         verify: bool | str = True,
         use_truststore: bool = False,
@@ -152,7 +158,8 @@ class AgentClient:
         (needs the ``truststore`` extra); a CA path in ``verify`` is added to it. ``transport`` replaces the
         network (tests pass ``httpx.MockTransport``). ``clock``/``sleep`` drive the rate limiter and backoff
         (tests pass fakes).
-        ``rate_limit=None`` turns the client-side limiter off.
+        ``rate_limit=None`` turns the client-side limiter off. ``auth``: how the key is sent (``AuthScheme``);
+        with ``"none"`` no ``Authorization`` header is sent and ``api_key`` may be empty.
         """
         url = httpx.URL(base_url.strip())
         if url.scheme not in ("http", "https") or not url.host:
@@ -180,7 +187,7 @@ class AgentClient:
             timeout, connect=connect_timeout, read=max(timeout, stream_idle_timeout, 300.0)
         )
         self._http = httpx.Client(
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers=_auth_headers(auth, api_key),
             timeout=self._timeout,
             verify=_tls_verify(verify, use_truststore),
             transport=transport,
@@ -201,6 +208,7 @@ class AgentClient:
         return cls(
             config.url,
             config.api_key,
+            auth=config.auth,
             timeout=config.timeout_seconds,
             verify=verify,
             use_truststore=config.use_truststore,
@@ -660,6 +668,16 @@ class AgentClient:
 
 
 # --- helpers without state ----------------------------------------------------------------------------------
+
+
+def _auth_headers(auth: AuthScheme, api_key: str) -> dict[str, str]:
+    if auth == "bearer":
+        return {"Authorization": f"Bearer {api_key}"}
+    if auth == "snowflake":
+        return {"Authorization": f'Snowflake Token="{api_key}"'}
+    if auth == "none":
+        return {}
+    raise ValueError(f"auth must be one of {AUTH_SCHEMES}, got {auth!r}")
 
 
 def _tls_verify(verify: bool | str, use_truststore: bool) -> bool | ssl.SSLContext:

@@ -23,6 +23,7 @@ RUNTIME_OPTIONS = frozenset(
     {
         "api_key",
         "auth",
+        "auth_scheme",
         "parquet_output",
         "page_size",
         "next_form",

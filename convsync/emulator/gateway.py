@@ -37,6 +37,8 @@ _CONCAT_OP = b'"op": "concat_string"'
 
 _MISSING_HEADER = "Missing Authorization header"
 _NOT_BEARER = "Invalid Authorization header: Expected Bearer token"
+_NOT_SNOWFLAKE = 'Invalid Authorization header: Expected Snowflake Token="<token>"'
+_SNOWFLAKE_TOKEN = re.compile(r'(?i)token="([^"]*)"')
 _BAD_FORMAT = 'Invalid API key format: Expected key starting with "s4w_"'
 _BAD_KEY = "Invalid API key"
 
@@ -148,7 +150,7 @@ class Gateway:
                 await send_json(send, 429, body, [*limit_headers, (b"retry-after", str(reset).encode())])
                 return
         if is_api and options.auth:
-            problem = _auth_problem(scope, options.api_key)
+            problem = _auth_problem(scope, options.api_key, options.auth_scheme)
             if problem is not None:
                 notes.append("unauthorized")
                 await send_json(send, 401, wire.gateway_envelope("unauthorized", problem), limit_headers)
@@ -243,14 +245,20 @@ def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     return wrapped
 
 
-def _auth_problem(scope: Scope, api_key: str | None) -> str | None:
+def _auth_problem(scope: Scope, api_key: str | None, scheme: str) -> str | None:
     header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     if header is None:
         return _MISSING_HEADER
-    text = header.decode("latin-1")
-    if not text.startswith("Bearer "):
+    # The scheme is compared case-insensitively, as the gateway does (RFC 9110 section 11.1).
+    name, _, rest = header.decode("latin-1").strip().partition(" ")
+    if scheme == "snowflake":
+        token = _SNOWFLAKE_TOKEN.fullmatch(rest.strip())
+        if name.lower() != "snowflake" or token is None or not token.group(1):
+            return _NOT_SNOWFLAKE
+        return _BAD_KEY if api_key is not None and token.group(1) != api_key else None
+    if name.lower() != "bearer":
         return _NOT_BEARER
-    key = text[len("Bearer ") :].strip()
+    key = rest.strip()
     if not key.startswith("s4w_"):
         return _BAD_FORMAT
     if api_key is not None and key != api_key:

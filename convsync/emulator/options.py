@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Literal
 
 FrameNames = Literal["encode", "fail"]
+AuthScheme = Literal["bearer", "snowflake"]
 NextForm = Literal["token", "url", "path", "internal-url", "internal-path", "other-scheme"]
 FaultBody = Literal["envelope", "gateway", "plain", "detail", "html", "empty"]
 
 _FRAME_NAMES = ("encode", "fail")
+_AUTH_SCHEMES = ("bearer", "snowflake")
 _NEXT_FORMS = ("token", "url", "path", "internal-url", "internal-path", "other-scheme")
 _FAULT_BODIES = ("envelope", "gateway", "plain", "detail", "html", "empty")
 
@@ -103,7 +105,8 @@ class EmulatorOptions:
     seed: int = 0  # seeds fault probabilities
     frame_row_cap: int = 100_000  # the data-frame slicer never returns more rows than this
     user_id: str = "a0c5f4d2-5f1e-4b8e-9d3c-0c1a2b3c4d5e"
-    auth: bool = True  # False: no gateway auth at all
+    auth: bool = True  # False: no gateway auth at all (a local agent server)
+    auth_scheme: AuthScheme = "bearer"  # "snowflake": Authorization: Snowflake Token="<key>"
     null_collections: bool = False  # empty lists (data, content, files, frames) are sent as null
     delete_no_content: bool = False  # DELETE of a conversation answers 204 without a body
     # A frame name that cannot be a Content-Disposition filename (not Latin-1, or control characters):
@@ -115,6 +118,8 @@ class EmulatorOptions:
             raise ValueError('api_key must start with "s4w_" (the gateway rejects other keys)')
         if not self.tenant or "/" in self.tenant:
             raise ValueError(f"tenant must be a non-empty path segment, got {self.tenant!r}")
+        if self.auth_scheme not in _AUTH_SCHEMES:
+            raise ValueError(f"auth_scheme must be one of {_AUTH_SCHEMES}, got {self.auth_scheme!r}")
         if self.hostile_frame_names not in _FRAME_NAMES:
             raise ValueError(f"hostile_frame_names must be one of {_FRAME_NAMES}, got {self.hostile_frame_names!r}")
         if self.next_form not in _NEXT_FORMS:

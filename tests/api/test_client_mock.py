@@ -127,6 +127,22 @@ def test_bearer_key_is_sent() -> None:
     assert rec.requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 
+def test_snowflake_token_is_sent() -> None:
+    """auth="snowflake" sends Authorization: Snowflake Token="<key>"."""
+    rec = Recorder(page([]))
+    client, _ = client_for(rec, auth="snowflake")
+    client.list_agents()
+    assert rec.requests[0].headers["authorization"] == f'Snowflake Token="{KEY}"'
+
+
+def test_no_auth_sends_no_authorization_header() -> None:
+    """auth="none" sends no Authorization header at all."""
+    rec = Recorder(page([]))
+    client, _ = client_for(rec, auth="none")
+    client.list_agents()
+    assert "authorization" not in rec.requests[0].headers
+
+
 def test_invalid_base_url_is_refused() -> None:
     """A base URL without http(s) scheme and host is a ValueError up front."""
     with pytest.raises(ValueError):

@@ -89,6 +89,11 @@ CASES = [
         ("line 3", "on_local_delete", '"delete" is not allowed', "detach, delete_remote"),
     ),
     Case(
+        "bad-enum-server-auth",
+        f"server:\n  url: {URL}\n  auth: basic\n",
+        ("line 3", "server.auth", '"basic" is not allowed', "bearer, snowflake, none"),
+    ),
+    Case(
         "bad-enum-log-level",
         f"server:\n  url: {URL}\nlog_level: loud\n",
         ("line 3", "log_level", '"loud" is not allowed', "debug, info, warning, error, critical"),
