@@ -63,6 +63,7 @@ from urllib.parse import quote
 
 import httpx
 
+from convsync import killpoints
 from convsync.api.models import (
     Agent,
     Conversation,
@@ -250,7 +251,9 @@ class AgentClient:
         response = self._request(
             "POST", self._url("agents", aid, "conversations"), json_body={"name": name}, safe=False
         )
-        return Conversation.from_wire(_json(response), agent_id=aid)
+        created = Conversation.from_wire(_json(response), agent_id=aid)
+        killpoints.reached("create.answered")
+        return created
 
     def delete_conversation(self, aid: str, cid: str) -> Conversation:
         """Delete a conversation and its files (a retried delete that finds 404: see the module docstring).

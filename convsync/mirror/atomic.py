@@ -13,6 +13,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from convsync import killpoints
+
 TEMP_PREFIX = ".convsync-tmp-"
 
 
@@ -51,6 +53,7 @@ def write_atomic(target: Path, data: bytes | str, *, durable: bool = True) -> No
             tmp.unlink()
         raise
     if durable:
+        killpoints.reached("atomic.renamed")
         fsync_dir(target.parent)
 
 

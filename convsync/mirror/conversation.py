@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 
+from convsync import killpoints
 from convsync.api.client import Progress
 from convsync.api.models import (
     AgentFailed,
@@ -547,6 +548,7 @@ class Reconcile:
         try:
             for event in events:
                 if isinstance(event, StreamStarted):
+                    killpoints.reached("send.accepted")
                     state.mark_done(entry.seq)  # agent_ready: the server stored the prompt
                     self._prompt_started = True
                     self._sent = True
@@ -597,6 +599,7 @@ class Reconcile:
         changed = plan.keep != len(rows) or bool(plan.commit)
         if plan.write != "none" or changed:
             apply_plan(path, plan)
+            killpoints.reached("transcript.written")
             state.commit_transcript(self.cid, plan.keep, plan.commit)
         if changed:
             self._messages_changed = True

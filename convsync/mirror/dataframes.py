@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from convsync import killpoints
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import DataFrameInfo
 from convsync.errors import BadRequest, ProtocolError
@@ -105,7 +106,9 @@ def _commit(tmp: Path, dest: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    killpoints.reached("export.synced")
     tmp.replace(dest)
+    killpoints.reached("export.renamed")
     fsync_dir(dest.parent)
 
 

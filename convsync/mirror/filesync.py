@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from convsync import killpoints
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import RemoteFile
 from convsync.errors import ProtocolError
@@ -120,12 +121,14 @@ def download(
             client.download_file(aid, cid, remote.file_ref, cast(BinaryIO, writer), progress)
             out.flush()
             os.fsync(out.fileno())
+        killpoints.reached("download.synced")
         got = writer.digest.hexdigest()
         if remote.sha256 and got != remote.sha256.lower():
             raise ProtocolError(
                 f"download of {remote.file_ref!r} has sha256 {got}, but the server lists {remote.sha256}"
             )
         tmp.replace(dest)
+        killpoints.reached("download.renamed")
         fsync_dir(files_dir)
     finally:
         tmp.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from convsync import killpoints
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import RemoteFile
 from convsync.errors import BadRequest, TransientError
@@ -442,6 +443,7 @@ def upload(
                 raise
             changed += moving
         else:
+            killpoints.reached("upload.committed")
             remote += uploaded
             failed += refused
             sent = [r for r in send if r.name not in {p.name for p in refused}]
@@ -454,6 +456,7 @@ def upload(
         elif problem := _move_into_files(path, files_dir):
             failed.append(InboxProblem(ready.name, problem))
         else:
+            killpoints.reached("upload.moved")
             moved.append(ready.name)
     if moved:
         _fsync_dir(files_dir)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from convsync import killpoints
 from convsync.mirror.atomic import create_empty_file, write_atomic
 
 PROMPT = "prompt.txt"
@@ -132,6 +133,7 @@ def take(
             (folder / PROMPT).rename(taking)
         except FileNotFoundError:
             return stored
+    killpoints.reached("prompt.exchanged")
     stored += _finish_taking(folder, taking, store, is_stored, recovering=False)
     return stored
 
@@ -197,6 +199,7 @@ def _finish_taking(
     if text and not (recovering and is_stored(identity)):
         taken = Taken(text, digest, identity)
         store(taken)
+        killpoints.reached("prompt.stored")
         stored.append(taken)
     ensure_prompt_file(folder)
     # A writer that still held prompt.txt open wrote into the taken file: that text is a prompt too.
@@ -207,8 +210,10 @@ def _finish_taking(
             if extra:
                 taken = Taken(extra, sha256_hex(now_raw), now_identity)
                 store(taken)
+                killpoints.reached("prompt.stored")
                 stored.append(taken)
     taking.unlink(missing_ok=True)
+    killpoints.reached("prompt.taken")
     return stored
 
 

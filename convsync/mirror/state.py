@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from convsync import killpoints
 from convsync.errors import StateUnusable
 
 SCHEMA_VERSION = 2
@@ -487,6 +488,7 @@ class State:
                 )
                 conn.execute("DELETE FROM pending_creates WHERE agent_id=? AND folder=?", (agent_id, folder))
         self._bindings_changed()
+        killpoints.reached("conversation.bound")
 
     def set_conversation_status(self, cid: str, status: ConversationStatus) -> None:
         with self._write() as conn:
@@ -523,6 +525,7 @@ class State:
                 "INSERT OR REPLACE INTO pending_creates(agent_id, folder, name, created_at) VALUES(?, ?, ?, ?)",
                 (agent_id, folder, name, time.time()),
             )
+        killpoints.reached("create.recorded")
 
     def drop_pending_create(self, agent_id: str, folder: str) -> None:
         with self._write() as conn:
@@ -569,6 +572,8 @@ class State:
             )
             seq = cur.lastrowid
         assert seq is not None
+        if kind == "upload":
+            killpoints.reached("upload.queued")
         return seq
 
     def outbox_entry(self, seq: int) -> OutboxEntry | None:
@@ -632,6 +637,7 @@ class State:
                 "baseline=COALESCE(baseline, ?) WHERE seq=?",
                 (time.time(), json.dumps(list(baseline)) if baseline is not None else None, seq),
             )
+        killpoints.reached("send.marked")
 
     def mark_done(self, seq: int) -> None:
         with self._write() as conn:
@@ -639,6 +645,7 @@ class State:
                 "UPDATE outbox SET state='done', last_error=NULL, updated_at=? WHERE seq=?",
                 (time.time(), seq),
             )
+        killpoints.reached("outbox.done")
 
     def mark_failed(self, seq: int, error: str) -> None:
         with self._write() as conn:
@@ -691,7 +698,8 @@ class State:
                 [(cid, keep + i, e.message_id, e.rendered_hash, e.committed_offset) for i, e in enumerate(added)],
             )
 
-    # transfers and frames
+        # transfers and frames
+        killpoints.reached("transcript.committed")
 
     @staticmethod
     def _transfer(r: sqlite3.Row) -> TransferRow:
@@ -734,6 +742,8 @@ class State:
                 "local_name=excluded.local_name, updated_at=excluded.updated_at",
                 (cid, file_ref, direction, sha256, size, done_bytes, local_name, time.time()),
             )
+        if direction == "down":
+            killpoints.reached("transfer.recorded")
 
     def delete_transfer(self, cid: str, file_ref: str, direction: Direction) -> None:
         with self._write() as conn:
@@ -757,3 +767,4 @@ class State:
                 "exported_at=excluded.exported_at",
                 (cid, name, fingerprint, file_name, time.time()),
             )
+        killpoints.reached("export.recorded")

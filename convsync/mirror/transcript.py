@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
+from convsync import killpoints
 from convsync.api.models import (
     AttachmentPart,
     ChartPart,
@@ -291,6 +292,7 @@ class LiveTail:
     def _write(self, text: str) -> None:
         if text:
             append_record(self.path, text)
+            killpoints.reached("transcript.live")
 
     def user_prompt(self, text: str, when: datetime) -> None:
         self._write(heading("user", when) + render_part(TextPart("", text)))

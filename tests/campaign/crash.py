@@ -66,6 +66,10 @@ class Settings:
     settle_seconds: float = 120.0  # the clean final run must converge within this
     phase_wait: tuple[float, float] = (2.0, 4.0)  # how long to look for a targeted phase before killing anyway
     log: Callable[[str], None] = print
+    # The enumerated campaign: instead of ``kills`` random SIGKILLs, one life per step here, each ending with the
+    # daemon killing itself right after that durable step (``convsync.killpoints``), at its first or second time.
+    steps: tuple[str, ...] = ()
+    step_wait: float = 30.0  # how long a life may take to reach its step before it is killed anyway
 
 
 @dataclass
@@ -104,6 +108,7 @@ class Result:
     converged: bool = False
     clean_exit: int | None = None
     second_run_writes: int = 0
+    not_reached: list[str] = field(default_factory=list)  # enumerated steps no life reached
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -119,6 +124,7 @@ class Result:
             and self.converged
             and self.clean_exit == 0
             and self.second_run_writes == 0
+            and not self.not_reached
         )
 
     def figures(self) -> str:
@@ -141,6 +147,7 @@ class Result:
                 f"writes by a second run: {self.second_run_writes}",
                 f"seconds: {self.seconds:.1f}",
             ]
+            + ([f"steps not reached: {', '.join(self.not_reached)}"] if self.not_reached else [])
             + [f"problem: {p}" for p in self.problems]
         )
 
@@ -283,6 +290,13 @@ class Workload:
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="crash-campaign-workload")
+        self._nudges: collections.deque[str] = collections.deque()  # work the killer asks for, done first
+        self._nudge_lock = threading.Lock()
+
+    def nudge(self, kind: str) -> None:
+        """Ask for one piece of work of ``kind`` (prompt, drop, write, frame, mkdir) soon."""
+        with self._nudge_lock:
+            self._nudges.append(kind)
 
     def start(self) -> None:
         self.thread.start()
@@ -302,6 +316,13 @@ class Workload:
             self.error = exc
 
     def _step(self) -> None:
+        with self._nudge_lock:
+            kind = self._nudges[0] if self._nudges else None
+        if kind is not None:
+            if self._nudged(kind):
+                with self._nudge_lock:
+                    self._nudges.popleft()
+            return
         rng = self.rng
         made = sum(1 for c in self.convs if c.index >= 100)
         if made < self.new_folders and rng.random() < 0.04:
@@ -333,13 +354,34 @@ class Workload:
         on_server = len(self.emu.user_messages(conv.cid))
         return len(conv.prompts) - on_server < self.outstanding
 
-    def _prompt(self, conv: Conv) -> None:
+    def _nudged(self, kind: str) -> bool:
+        """Do one piece of nudged work; False when no conversation is ready for it yet (tried again later)."""
+        if kind == "mkdir":
+            index = 100 + sum(1 for c in self.convs if c.index >= 100)
+            folder = self.agent_dir / f"Made by mkdir {index}"
+            folder.mkdir()
+            self.convs.append(Conv(index, folder))
+            return True
+        ready = [c for c in self.convs if self._ready(c)]
+        if not ready:
+            return False
+        conv = self.rng.choice(ready)
+        if kind == "drop":
+            inbox = conv.folder / "inbox"
+            if not inbox.is_dir() or any(inbox.iterdir()):
+                return False
+            self._drop(conv)
+            return True
+        self._prompt(conv, {"prompt": 0.9, "write": 0.45, "frame": 0.2}[kind])
+        return True
+
+    def _prompt(self, conv: Conv, roll: float | None = None) -> None:
         if not self._ready(conv):
             return
         rng = self.rng
         tag = conv.tag()
         unframed = sorted(set(conv.csv_rows) - conv.framed)
-        roll = rng.random()
+        roll = rng.random() if roll is None else roll
         if unframed and roll < 0.15:
             name = unframed[0]
             conv.framed.add(name)
@@ -489,7 +531,9 @@ def run_campaign(settings: Settings, workdir: Path) -> Result:
         workload = Workload(rng, emu, root / AGENT, drops, convs, settings.new_folders, settings.outstanding)
         workload.start()
         try:
-            for _ in range(settings.kills):
+            if settings.steps:
+                _enumerate(settings, rng, daemon, workload, result, daemon_log)
+            for _ in range(0 if settings.steps else settings.kills):
                 if not daemon.alive():
                     if daemon.proc is not None:
                         died = daemon.kill()
@@ -510,6 +554,7 @@ def run_campaign(settings: Settings, workdir: Path) -> Result:
             workload.stop()
 
         # The clean final run: everything converges, then a graceful stop.
+        daemon.env = env
         if not daemon.alive():
             if daemon.proc is not None:
                 daemon.kill()
@@ -545,6 +590,47 @@ def run_campaign(settings: Settings, workdir: Path) -> Result:
         _check(emu, commits, convs, root, aid, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+# What the workload must do for a life to reach a step: a prompt, a dropped file, an agent output file, a frame.
+_NUDGE = {"upload": "drop", "transfer": "drop", "download": "write", "export": "frame", "create": "mkdir"}
+_NUDGE_STEP = {"atomic.renamed": "mkdir", "conversation.bound": "mkdir"}
+
+
+def _enumerate(
+    settings: Settings, rng: random.Random, daemon: Daemon, workload: Workload, result: Result, daemon_log: Path
+) -> None:
+    """One life per step of ``settings.steps``: started with ``CONVSYNC_KILL_AT=<step>@<n>`` (``n`` 1 or 2, from
+    the seed), given the work that reaches the step, and over when the daemon killed itself there (or, if the
+    step is not reached within ``step_wait``, killed from outside like a random kill)."""
+    from convsync.killpoints import KILL_AT_ENV
+
+    base = dict(daemon.env)
+    steps = list(settings.steps)
+    rng.shuffle(steps)
+    for step in steps:
+        if daemon.alive():
+            daemon.kill()
+        nth = rng.choice((1, 1, 2))
+        daemon.env = {**base, KILL_AT_ENV: f"{step}@{nth}"}
+        daemon.start()
+        kind = _NUDGE_STEP.get(step) or _NUDGE.get(step.split(".")[0], "prompt")
+        for _ in range(nth):
+            workload.nudge(kind)
+        deadline = time.monotonic() + settings.step_wait
+        while daemon.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        died = daemon.kill()
+        result.kills += 1
+        if died == -signal.SIGKILL:
+            result.phases[step] += 1
+        else:
+            if died is not None:
+                result.problems.append(f"the daemon died by itself (exit {died}) aiming at {step}; see {daemon_log}")
+            result.phases[f"{step} (not reached)"] += 1
+            result.not_reached.append(step)
+        settings.log(f"  {result.kills}/{len(steps)} {step}@{nth}: {'killed there' if died == -9 else 'not reached'}")
+    daemon.env = base
 
 
 def _pick_phase(rng: random.Random, observer: Observer) -> str:
