@@ -280,7 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="persist state here across restarts")
     p.add_argument("--no-parquet", action="store_true", help="answer 422 to output_format=parquet")
     p.add_argument("--page-size", type=int, default=0, help="paginate lists with next tokens (0 = off)")
-    p.add_argument("--next-form", choices=["token", "url"], default="token")
+    p.add_argument(
+        "--next-form",
+        choices=["token", "url", "path", "internal-url", "internal-path", "other-scheme"],
+        default="token",
+        help="how a page names the next one (docs/emulator.md)",
+    )
+    p.add_argument(
+        "--auth",
+        choices=["bearer", "snowflake", "none"],
+        default="bearer",
+        help="the key as a Bearer token, a Snowflake token, or no auth (a local agent server)",
+    )
+    p.add_argument("--null-collections", action="store_true", help="send empty collections as null")
+    p.add_argument("--delete-no-content", action="store_true", help="answer a conversation's DELETE with 204")
+    p.add_argument(
+        "--hostile-frame-names",
+        choices=["encode", "fail"],
+        default="encode",
+        help="fail (500) on a Parquet frame whose name cannot be a header value, like the real server",
+    )
     p.add_argument("--rate-limit", type=int, default=0, help="requests per window before 429 (0 = off)")
     p.add_argument("--seed-agents", default="Demo Agent", help="comma-separated agent names to create")
 

@@ -354,6 +354,11 @@ def serve_from_args(args: argparse.Namespace) -> int:
         parquet_output=not args.no_parquet,
         page_size=args.page_size,
         next_form=args.next_form,
+        auth=args.auth != "none",
+        auth_scheme="snowflake" if args.auth == "snowflake" else "bearer",
+        null_collections=args.null_collections,
+        delete_no_content=args.delete_no_content,
+        hostile_frame_names=args.hostile_frame_names,
         rate_limit=args.rate_limit,
         port=args.port,
         host=args.host,
@@ -373,7 +378,12 @@ def serve_from_args(args: argparse.Namespace) -> int:
             return EXIT_CANNOT_LISTEN
         key_note = "" if options.api_key else " (any key starting with s4w_ is accepted)"
         print(f"Agent API emulator serving at {emulator.base_url}")
-        print(f"API key: {emulator.api_key}{key_note}")
+        if not options.auth:
+            print("API key: none needed (no auth, like a local agent server)")
+        elif options.auth_scheme == "snowflake":
+            print(f'API key: {emulator.api_key}{key_note} (sent as Authorization: Snowflake Token="<key>")')
+        else:
+            print(f"API key: {emulator.api_key}{key_note}")
         print(f"Admin API: {emulator.admin_url}")
         if options.data_dir is not None:
             print(f"State: {options.data_dir}")

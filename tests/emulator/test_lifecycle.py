@@ -135,6 +135,35 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             process.stderr.close()
 
 
+def test_cli_serves_a_local_agent_server_without_auth(tmp_path: Path) -> None:
+    """``convsync emulator --auth none`` says no key is needed and serves /api/public/v1 without one."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convsync", "emulator", "--port", "0", "--auth", "none"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert process.stdout.readline().strip() == "API key: none needed (no auth, like a local agent server)"
+        origin = first.rsplit(" ", 1)[1].strip().split("/tenants/")[0]
+        agents = httpx.get(f"{origin}/api/public/v1/agents").json()
+        assert [a["name"] for a in agents["data"]] == [DEMO]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
 def test_cli_stops_on_sigint_too(tmp_path: Path) -> None:
     """SIGINT (Ctrl-C) stops the emulator cleanly as well."""
     process = subprocess.Popen(
