@@ -99,7 +99,7 @@ def _describe(exc: BaseException) -> str:
 
 _EXAMPLES = "examples:\n"
 # Set by a subcommand's own -v/-q/--config (merged with the ones given before the subcommand).
-_SUB_DEST = {"verbose": "sub_verbose", "quiet": "sub_quiet", "config": "sub_config"}
+_SUB_DEST = {"verbose": "sub_verbose", "quiet": "sub_quiet", "config": "sub_config", "profile": "sub_profile"}
 
 
 def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
@@ -122,6 +122,13 @@ def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
         dest=dest("config"),
         metavar="FILE",
         help="config file (default: $CONVSYNC_CONFIG, then ~/.config/convsync/config.yaml)",
+    )
+    group.add_argument(
+        "--profile",
+        default=None,
+        dest=dest("profile"),
+        metavar="NAME",
+        help="which of the config's profiles (default: $CONVSYNC_PROFILE, or the only one)",
     )
 
 
@@ -174,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "init",
         "write a config file and create the mirror root",
         "Write a commented config file (mode 0600) and create the mirror root with its .convsync-root marker.\n"
-        "The API key itself never goes into the config: name the variable or the private file that holds it.",
+        "The API key itself never goes into the config: name the variable or the private file that holds it.\n"
+        "With --profile NAME, append that profile to the config instead (comments and edits kept; docs/config.md).",
         "  convsync init --url https://HOST/tenants/TENANT/api/v2\n"
         "  convsync init --url https://HOST/tenants/TENANT/api/v2 --api-key-file ~/.config/convsync/api-key\n"
-        "  convsync --config work.yaml init --url https://HOST/tenants/WORK/api/v2 --root ~/Work",
+        "  convsync --config work.yaml init --url https://HOST/tenants/WORK/api/v2 --root ~/Work\n"
+        "  convsync --profile work init --url https://HOST/tenants/WORK/api/v2   # adds a profile, keeps the rest",
     )
     p.add_argument("--url", help="the Agent API base URL, e.g. https://host/tenants/T/api/v2")
     p.add_argument("--root", type=Path, help="the mirror root (default ~/Conversations)")
@@ -250,8 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "service",
         "install or remove the systemd user service",
-        "Write the systemd user unit for this convsync (and enable and start it), or remove it.",
-        "  convsync service install\n  convsync service install --no-start\n  convsync service uninstall",
+        "Write the systemd user unit for this convsync (and enable and start it), or remove it. The first config\n"
+        "without profiles gets convsync.service; a profile, or another config, gets its own instance of the\n"
+        "template convsync@.service (convsync@NAME.service); installing never replaces another instance.",
+        "  convsync service install\n  convsync service install --no-start\n"
+        "  convsync --profile work service install     # convsync@work.service\n"
+        "  convsync --profile work service uninstall",
     )
     p.add_argument("action", choices=["install", "uninstall"])
     p.add_argument("--no-start", action="store_true", help="write the unit but do not enable/start it")
@@ -341,6 +354,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.quiet += getattr(args, "sub_quiet", 0)
     if getattr(args, "sub_config", None) is not None:
         args.config = args.sub_config
+    if getattr(args, "sub_profile", None) is not None:
+        args.profile = args.sub_profile
     return args
 
 
@@ -385,6 +400,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     from convsync.logs import setup_logging
 
     setup_logging(verbosity=args.verbose - args.quiet)
+    if args.command == "init" and args.profile:
+        from convsync.addprofile import add_profile
+
+        return add_profile(
+            args.config,
+            args.profile,
+            args.url,
+            root=args.root,
+            api_key_env=args.api_key_env,
+            api_key_file=args.api_key_file,
+        )
     if args.command == "init":
         from convsync.config import write_initial_config
 
@@ -400,8 +426,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convsync import service
 
         if args.action == "install":
-            return service.install(config_path=args.config, start=not args.no_start)
-        return service.uninstall()
+            return service.install(config_path=args.config, start=not args.no_start, profile=args.profile or "")
+        return service.uninstall(args.config, profile=args.profile or "")
     if args.command == "doctor":
         from convsync.doctor import run_doctor
 
@@ -471,6 +497,11 @@ def _sync(config: Config, *, quiet: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile is not None:
+        import os
+
+        # --profile NAME is $CONVSYNC_PROFILE=NAME for everything this command reads (a reload included).
+        os.environ["CONVSYNC_PROFILE"] = args.profile
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

@@ -76,10 +76,13 @@ class Config:
     config_file: Path | None = None  # the file this config was read from
     api_key_source: str = ""  # where the key came from, for messages ("environment variable X", "file F", …)
     api_key_problem: str = ""  # why there is no key (only with load_config(require_key=False)), with its fix
+    profile: str = ""  # the chosen entry of the file's profiles: ("" for a file without profiles)
 
 
 # Keys known at each level, for unknown-key suggestions.
-_TOP_KEYS = ("server", "root", "agents", "poll", "debounce_ms", "on_local_delete", "log_level", "state_dir")
+_TOP_KEYS = ("server", "root", "agents", "poll", "debounce_ms", "on_local_delete", "log_level", "state_dir", "profiles")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PROFILE_ENV = "CONVSYNC_PROFILE"
 _SERVER_KEYS = (
     "url",
     "auth",
@@ -316,9 +319,10 @@ class _Settings:
     on_local_delete: Literal["detach", "delete_remote"] = "detach"
     log_level: str = "info"
     state_dir: Path | None = None
+    profile: str = ""
 
 
-def _parse(reader: _Reader, text: str) -> _Settings:
+def _parse(reader: _Reader, text: str, profile: str = "") -> _Settings:
     settings = _Settings()
     try:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -340,6 +344,9 @@ def _parse(reader: _Reader, text: str) -> _Settings:
         return settings
 
     top = {} if document is None else reader.mapping("", document, _TOP_KEYS)
+    if top is None:
+        return settings
+    top = _apply_profile(reader, document, top, profile, settings)
     if top is None:
         return settings
     server_node = top.get("server")
@@ -378,6 +385,106 @@ def _parse(reader: _Reader, text: str) -> _Settings:
     if "state_dir" in top and not reader.is_null(top["state_dir"]):
         settings.state_dir = reader.path("state_dir", top["state_dir"])
     return settings
+
+
+def _choose_profile(
+    reader: _Reader, document: Node | None, top: dict[str, Node], wanted: str
+) -> tuple[dict[str, Node], str] | None:
+    """The top-level entries the chosen profile sees (shared ones overridden by its own) and its name.
+
+    ``profiles:`` maps names to config bodies; keys outside it (but ``root`` and ``state_dir``) are shared by
+    every profile. Without a name: the top-level config when it has a ``server:``, else the only profile.
+    None after reporting a problem.
+    """
+    node = top.pop("profiles", None)
+    if node is None:
+        if wanted:
+            reader.problem(
+                "profiles",
+                document,
+                f"there is no profile {wanted!r}: the file has no profiles: section",
+                f"drop --profile / ${PROFILE_ENV}, or add `profiles:` with `{wanted}:` below it",
+            )
+            return None
+        return top, ""
+    if not isinstance(node, MappingNode) or not node.value:
+        reader.wrong_type("profiles", node, "a mapping of profile names to settings", "see docs/config.md")
+        return None
+    bodies: dict[str, Node] = {}
+    for key_node, value_node in node.value:
+        name = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
+        if not _PROFILE_NAME.fullmatch(name):
+            reader.problem(
+                "profiles", key_node, f"{_short(name)!r} is not a usable profile name", "use letters, digits, _ . -"
+            )
+            return None
+        bodies[name] = value_node
+    if not wanted:
+        if "server" in top:  # the file's own top-level config is its default; profiles are chosen by name
+            return top, ""
+        if len(bodies) != 1:
+            reader.problem(
+                "profiles",
+                node,
+                f"the file has {len(bodies)} profiles ({', '.join(bodies)}) and none was chosen",
+                f"pass --profile NAME (or set ${PROFILE_ENV})",
+            )
+            return None
+        wanted = next(iter(bodies))
+    if wanted not in bodies:
+        reader.problem("profiles", node, f"no profile named {wanted!r}", f"use one of: {', '.join(bodies)}")
+        return None
+    own = reader.mapping(f"profiles.{wanted}", bodies[wanted], [k for k in _TOP_KEYS if k != "profiles"])
+    if own is None:
+        return None
+    # Shared keys are inherited, but not the root and state: two daemons must never share either.
+    inherited = {k: v for k, v in top.items() if k not in ("root", "state_dir")}
+    return {**inherited, **own}, wanted
+
+
+def _apply_profile(
+    reader: _Reader, document: Node | None, top: dict[str, Node], wanted: str, settings: _Settings
+) -> dict[str, Node] | None:
+    chosen = _choose_profile(reader, document, top, wanted)
+    if chosen is None:
+        return None
+    entries, settings.profile = chosen
+    if settings.profile:
+        # Each profile has its own state (one daemon each) and, unless it says otherwise, its own root.
+        settings.state_dir = paths.user_state_dir() / "profiles" / settings.profile
+        settings.root = Path(f"{DEFAULT_ROOT}-{settings.profile}").expanduser()
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilesLayout:
+    """Where a config text keeps its profiles, for ``convsync init --profile`` to append one as text."""
+
+    names: tuple[str, ...]
+    section: bool  # the file has a top-level ``profiles:``
+    section_is_last: bool  # nothing follows it at the top level: lines appended at the end land in it
+    indent: int  # the column of its entries
+
+
+def profiles_layout(text: str) -> ProfilesLayout | None:
+    """The layout of ``text``'s profiles; None when it is not a YAML mapping."""
+    try:
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    if document is None:
+        return ProfilesLayout((), section=False, section_is_last=False, indent=2)
+    if not isinstance(document, MappingNode):
+        return None
+    for index, (key_node, value_node) in enumerate(document.value):
+        if isinstance(key_node, ScalarNode) and key_node.value == "profiles":
+            if not isinstance(value_node, MappingNode):
+                return None
+            names = tuple(str(k.value) for k, _ in value_node.value if isinstance(k, ScalarNode))
+            indent = value_node.value[0][0].start_mark.column if value_node.value else 2
+            last = index == len(document.value) - 1 and value_node.flow_style is not True
+            return ProfilesLayout(names, section=True, section_is_last=last, indent=indent)
+    return ProfilesLayout((), section=False, section_is_last=False, indent=2)
 
 
 def _parse_server(reader: _Reader, node: Node, settings: _Settings) -> None:
@@ -818,12 +925,13 @@ def _where_from(explicit: Path | None) -> str:
     return "the default location"
 
 
-def load_config(path: Path | None = None, *, require_key: bool = True) -> Config:
+def load_config(path: Path | None = None, *, require_key: bool = True, profile: str | None = None) -> Config:
     """Read and validate the config (``path``, else ``$CONVSYNC_CONFIG``, else the user config dir).
 
     Raises ``ConfigError`` listing every problem found, each with its key, line and fix. With
     ``require_key=False`` (commands that read local state only) a key that cannot be read is no error: the
-    config comes back with an empty ``api_key`` and the reason in ``api_key_problem``.
+    config comes back with an empty ``api_key`` and the reason in ``api_key_problem``. ``profile`` (else
+    ``$CONVSYNC_PROFILE``) chooses one of the file's ``profiles:``.
     """
     file = paths.config_file(path)
     try:
@@ -842,13 +950,14 @@ def load_config(path: Path | None = None, *, require_key: bool = True) -> Config
                 f"Fix: make it a readable UTF-8 text file (chmod 600 {file})"
             ]
         ) from None
-    return parse_config(text, source=file, require_key=require_key)
+    chosen = profile if profile is not None else os.environ.get(PROFILE_ENV, "").strip()
+    return parse_config(text, source=file, require_key=require_key, profile=chosen)
 
 
-def parse_config(text: str, source: Path, *, require_key: bool = True) -> Config:
+def parse_config(text: str, source: Path, *, require_key: bool = True, profile: str = "") -> Config:
     """Validate config ``text`` (read from ``source``, which anchors relative paths and names the file)."""
     reader = _Reader(source.expanduser().absolute())
-    settings = _parse(reader, text)
+    settings = _parse(reader, text, profile)
     key_reader = reader if require_key else _Reader(reader.source)
     # With auth: none there is no key to read (a key source the file names anyway is not used).
     resolved = ("", "") if settings.auth == "none" else _resolve_key(key_reader, settings.key_source)
@@ -883,6 +992,7 @@ def parse_config(text: str, source: Path, *, require_key: bool = True) -> Config
         config_file=reader.source,
         api_key_source=origin,
         api_key_problem="\n".join(key_reader.problems) if resolved is None else "",
+        profile=settings.profile,
     )
 
 
@@ -946,23 +1056,16 @@ def write_initial_config(
         return Exit.USAGE
 
     text = _INITIAL_CONFIG.format(
-        url=_quoted(url.strip().rstrip("/")),
+        url=quoted_scalar(url.strip().rstrip("/")),
         key_lines="\n".join(_initial_key_lines(env, key_file)),
-        root=_quoted(str(root_dir)),
+        root=quoted_scalar(str(root_dir)),
         credential=CREDENTIAL_NAME,
     )
     paths.ensure_private_dir(file.parent)
     paths.write_atomically(file, text.encode(), 0o600)
     say(f"Wrote {file} (mode 0600).")
 
-    marker = root_dir / paths.ROOT_MARKER_NAME
-    existed = marker.exists()
-    root_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not existed:
-        paths.write_atomically(marker, _ROOT_MARKER_TEXT.encode(), 0o600)
-        say(f"Created the mirror root {root_dir} (with its {paths.ROOT_MARKER_NAME} marker).")
-    else:
-        say(f"The mirror root {root_dir} already has its {paths.ROOT_MARKER_NAME} marker.")
+    create_root(root_dir, say)
 
     config_arg = f" --config {shlex.quote(str(file))}" if config_path is not None else ""
     if key_file is not None:
@@ -978,6 +1081,18 @@ def write_initial_config(
     say(f"  convsync run{config_arg}         mirrors in the foreground")
     say(f"  convsync service install{config_arg}   or: runs it as a systemd user service")
     return Exit.OK
+
+
+def create_root(root_dir: Path, say: Callable[[str], None]) -> None:
+    """Create the mirror root with its marker (kept when it is there) and say which happened."""
+    marker = root_dir / paths.ROOT_MARKER_NAME
+    existed = marker.exists()
+    root_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not existed:
+        paths.write_atomically(marker, _ROOT_MARKER_TEXT.encode(), 0o600)
+        say(f"Created the mirror root {root_dir} (with its {paths.ROOT_MARKER_NAME} marker).")
+    else:
+        say(f"The mirror root {root_dir} already has its {paths.ROOT_MARKER_NAME} marker.")
 
 
 def _init_problems(
@@ -1004,7 +1119,7 @@ def _init_problems(
     return problems
 
 
-def _quoted(value: str) -> str:
+def quoted_scalar(value: str) -> str:
     """A YAML double-quoted scalar."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -1012,7 +1127,7 @@ def _quoted(value: str) -> str:
 def _initial_key_lines(env: str, key_file: Path | None) -> list[str]:
     if key_file is not None:
         lines = [
-            f"  api_key_file: {_quoted(str(key_file))}   # must be private: chmod 600",
+            f"  api_key_file: {quoted_scalar(str(key_file))}   # must be private: chmod 600",
             f"  # api_key_env: {DEFAULT_API_KEY_ENV}",
         ]
     else:

@@ -216,7 +216,7 @@ class Daemon:
         self.notifier.reloading()
         log.info("reloading the configuration from %s", self.config_path or "the default location")
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, profile=self.config.profile)
             if paths.state_dir(new.state_dir) != paths.state_dir(self.config.state_dir):
                 raise ConfigError(
                     [

@@ -15,9 +15,11 @@ _FILES = [
     ("~/.local/state/convsync/", "the state directory: the SQLite state and the instance lock"),
     ("$XDG_RUNTIME_DIR/convsync/", "the running daemon's control socket"),
     ("~/.config/systemd/user/convsync.service", "the user unit written by convsync service install"),
+    ("~/.config/systemd/user/convsync@.service", "the template unit of profiles and further configs (convsync@NAME)"),
 ]
 _ENVIRONMENT = [
     ("CONVSYNC_CONFIG", "the config file, when --config is not given"),
+    ("CONVSYNC_PROFILE", "the profile, when --profile is not given"),
     ("CONVSYNC_API_KEY", "the API key, when the config says api_key_env: CONVSYNC_API_KEY (the default)"),
     ("CREDENTIALS_DIRECTORY", "under systemd: convsync-api-key there is the API key (LoadCredential=)"),
 ]

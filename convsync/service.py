@@ -6,6 +6,7 @@ The unit text lives here (``render_unit``) so the installed unit and the reposit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,10 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from convsync import paths
+from convsync import instances, paths
 from convsync.cli import Exit
-from convsync.config import CREDENTIAL_NAME, load_config
+from convsync.config import CREDENTIAL_NAME, PROFILE_ENV, load_config
 from convsync.errors import ConfigError
+from convsync.instances import Instance
 
 # ExecStart of the unit in the repository: where `pipx install` / `pip install --user` put the script.
 DEFAULT_EXEC_START = "%h/.local/bin/convsync run"
@@ -74,9 +76,20 @@ WantedBy=default.target
 Say = Callable[[str], None]
 
 
-def render_unit(exec_start: str) -> str:
-    """The unit file's text with ``exec_start`` (already quoted for systemd) as its command line."""
-    return UNIT_TEMPLATE.format(exec_start=exec_start, credential=CREDENTIAL_NAME)
+def render_unit(exec_start: str, *, template: bool = False) -> str:
+    """The unit file's text with ``exec_start`` (already quoted for systemd) as its command line.
+
+    ``template``: ``convsync@.service``, whose instances read their config from a drop-in (``convsync.instances``).
+    """
+    text = UNIT_TEMPLATE.format(exec_start=exec_start, credential=CREDENTIAL_NAME)
+    if not template:
+        return text
+    return text.replace(
+        "# `convsync service install` writes this file with ExecStart pointing at the installed convsync;\n"
+        "# to install by hand, copy it to ~/.config/systemd/user/ and fix ExecStart. See docs/service.md.\n",
+        "# The template of `convsync service install --profile NAME`: instance NAME reads CONVSYNC_CONFIG and\n"
+        "# CONVSYNC_PROFILE from its drop-in convsync@NAME.service.d/convsync.conf. See docs/service.md.\n",
+    ).replace("Description=convsync:", "Description=convsync (%i):")
 
 
 def systemd_quote(arg: str) -> str:
@@ -180,8 +193,70 @@ def _check_config(config_path: Path | None, say: Say) -> None:
         )
 
 
-def install(config_path: Path | None, start: bool, *, say: Say = print) -> int:
-    """Write the user unit for this convsync, then enable and start it (or print how to)."""
+def install(config_path: Path | None, start: bool, *, profile: str = "", say: Say = print) -> int:
+    """Write the user unit for this convsync, then enable and start it (or print how to).
+
+    A config without profiles gets ``convsync.service``, unless that already runs another config; a profile,
+    or that other config, gets an instance of ``convsync@.service`` (``convsync.instances``).
+    """
+    config = paths.config_file(config_path).absolute()
+    profile = profile or _chosen_profile(config)
+    if not profile:
+        plain = unit_path()
+        other = _other_config(plain, config)
+        if other is None:
+            return _install_plain(config_path, start, say)
+        say(f"{plain} runs another config ({other}); it is left as it is.")
+    name = instances.name_for(config, profile)
+    if name is None:
+        say(f"convsync service install: cannot make a unit name from {config.name!r}; pass --profile NAME")
+        return Exit.USAGE
+    return _install_instance(Instance(name, config, profile), config_path, start, say)
+
+
+def _chosen_profile(config: Path) -> str:
+    """The profile a command would use with this config ($CONVSYNC_PROFILE, else the config's own rule)."""
+    try:
+        return load_config(config, require_key=False).profile
+    except ConfigError:
+        return os.environ.get(PROFILE_ENV, "").strip()
+
+
+def _other_config(plain: Path, config: Path) -> str | None:
+    """The config ``convsync.service`` runs when that is not ``config`` (None: absent, or this very config)."""
+    try:
+        text = plain.read_text()
+    except FileNotFoundError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("ExecStart=")), "")
+    if f" --config {systemd_quote(str(config))}" in line or " --config " not in line:
+        return None
+    return line.partition(" --config ")[2].strip()
+
+
+def _install_instance(inst: Instance, config_path: Path | None, start: bool, say: Say) -> int:
+    existing = instances.installed(inst.name)
+    if existing is not None and existing != inst.drop_in_text():
+        said = next((ln for ln in existing.splitlines() if ln.startswith("Environment=")), existing.strip())
+        say(f"{inst.unit} already runs another config ({said.removeprefix('Environment=')}); it is left as it is.")
+        say("  Remove it first (convsync service uninstall with its --config/--profile), or pass another --profile.")
+        return Exit.USAGE
+    unit_dir = paths.systemd_user_unit_dir()
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    template = unit_dir / instances.TEMPLATE_NAME
+    text = render_unit(" ".join(systemd_quote(w) for w in [*convsync_command(), "run"]), template=True)
+    if not template.exists() or template.read_text() != text:  # the other instances' unit stays byte for byte
+        paths.write_atomically(template, text.encode(), 0o644)
+        say(f"Wrote {template}")
+    inst.drop_in_dir().mkdir(parents=True, exist_ok=True)
+    paths.write_atomically(inst.drop_in(), inst.drop_in_text().encode(), 0o644)
+    say(f"{'Kept' if existing is not None else 'Wrote'} {inst.drop_in()}")
+    say(f"  {inst.unit} runs {inst.config}" + (f", profile {inst.profile}" if inst.profile else ""))
+    _check_config(config_path, say)
+    return _activate(inst.unit, start, say)
+
+
+def _install_plain(config_path: Path | None, start: bool, say: Say) -> int:
     target = unit_path()
     existed = target.exists()
     command = exec_start(config_path)
@@ -190,8 +265,12 @@ def install(config_path: Path | None, start: bool, *, say: Say = print) -> int:
     say(f"{'Updated' if existed else 'Wrote'} {target}")
     say(f"  ExecStart={command}")
     _check_config(config_path, say)
+    return _activate(paths.UNIT_NAME, start, say)
 
-    steps = ["daemon-reload", "enable --now convsync.service"] if start else ["daemon-reload"]
+
+def _activate(unit: str, start: bool, say: Say) -> int:
+    short = unit.removesuffix(".service")
+    steps = ["daemon-reload", f"enable --now {unit}"] if start else ["daemon-reload"]
     if _systemctl_works():
         for step in steps:
             if not _systemctl(step.split(), say):
@@ -200,20 +279,53 @@ def install(config_path: Path | None, start: bool, *, say: Say = print) -> int:
                 return Exit.TRANSIENT
         if start:
             say("convsync runs as a service now. Watch it with:")
-            say("  systemctl --user status convsync")
-            say("  journalctl --user -u convsync -f")
+            say(f"  systemctl --user status {short}")
+            say(f"  journalctl --user -u {short} -f")
         else:
-            say("Start it with: systemctl --user enable --now convsync.service")
+            say(f"Start it with: systemctl --user enable --now {unit}")
     else:
         say("systemctl --user is not available here; run these once a user session with systemd is up:")
         say("  systemctl --user daemon-reload")
-        say("  systemctl --user enable --now convsync.service")
+        say(f"  systemctl --user enable --now {unit}")
     say('To keep it running while you are logged out: loginctl enable-linger "$USER"')
     return Exit.OK
 
 
-def uninstall(*, say: Say = print) -> int:
-    """Stop and disable the service and remove its unit file."""
+def uninstall(config_path: Path | None = None, *, profile: str = "", say: Say = print) -> int:
+    """Stop and disable the service of this config (and profile) and remove its unit file (or its instance)."""
+    config = paths.config_file(config_path).absolute()
+    profile = profile or _chosen_profile(config)
+    name = instances.name_for(config, profile)
+    if name is not None and instances.installed(name) == Instance(name, config, profile).drop_in_text():
+        return _uninstall_instance(Instance(name, config, profile), say)
+    if profile:
+        say(f"No instance of convsync@.service runs {config} with the profile {profile}; nothing to remove")
+        return Exit.OK
+    return _uninstall_plain(say)
+
+
+def _uninstall_instance(inst: Instance, say: Say) -> int:
+    works = _systemctl_works()
+    if works:
+        _systemctl(["disable", "--now", inst.unit], say)
+    wants = paths.systemd_user_unit_dir() / "default.target.wants" / inst.unit
+    if wants.is_symlink():
+        wants.unlink()
+    inst.drop_in().unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        inst.drop_in_dir().rmdir()
+    say(f"Removed {inst.drop_in()}")
+    if not instances.remaining():
+        template = paths.systemd_user_unit_dir() / instances.TEMPLATE_NAME
+        if template.exists():
+            template.unlink()
+            say(f"Removed {template} (no instance left)")
+    if works:
+        _systemctl(["daemon-reload"], say)
+    return Exit.OK
+
+
+def _uninstall_plain(say: Say) -> int:
     target = unit_path()
     works = _systemctl_works()
     if works and target.exists():
