@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 ACTIVE_SECONDS = 300.0  # a conversation with activity this recent is polled at the fast rate
 LIVE_GRACE_SECONDS = 30.0  # how long a completely streamed reply may run ahead of the server before re-rendering
 OUTBOX_BACKOFF_CAP = 30.0
+NOT_FOUND_BACKOFF_CAP = 60.0
 PROGRESS_EVERY_SECONDS = 0.5
 FILES_CHECK_SECONDS = 5.0  # files and frames are listed at most this often per conversation
 PRE_SEND_FRESH_SECONDS = 5.0  # messages read this recently serve as the baseline of the next send
@@ -139,6 +140,10 @@ class ConversationRuntime:
     created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
     seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
     local_fault: LocalFault | None = None  # the folder could not be written: probed, not backed off
+    # A conversation the server answers 404 for asks for the agent's pass (re-listing) on a backoff, not on
+    # every poll: during an outage every conversation 404s, and re-listing per poll used the whole rate limit.
+    not_found: Backoff = field(default_factory=lambda: Backoff(cap=NOT_FOUND_BACKOFF_CAP))
+    replan_after: float = 0.0  # monotonic
 
     def add(self, flags: Flags) -> None:
         with self.flags_lock:
@@ -218,6 +223,8 @@ class Reconcile:
             if not self._outbox_failing():  # everything that was tried worked
                 report.clear()
                 self.rt.backoff.succeeded()
+                self.rt.not_found.succeeded()
+                self.rt.replan_after = 0.0
                 self._local_fault_over()
             return Outcome(sent=self._sent)
         except RateLimited as exc:
@@ -231,6 +238,10 @@ class Reconcile:
             )
             return Outcome(auth=exc, sent=self._sent)
         except NotFound:
+            now = time.monotonic()
+            if now < self.rt.replan_after:
+                return Outcome(sent=self._sent)  # the agent's pass was asked for already; it decides
+            self.rt.replan_after = now + self.rt.not_found.failed()
             self.ctx.replan()
             return Outcome(gone=True, sent=self._sent)
         except (BadRequest, ProtocolError) as exc:
