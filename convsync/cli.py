@@ -75,9 +75,10 @@ def exit_code_for(exc: BaseException) -> Exit:
 
 def _message_for(exc: BaseException) -> str:
     from convsync.logs import redact
+    from convsync.printable import printable_lines
 
-    # Any message may quote a server answer or a library's text: never let a secret through.
-    return redact(_describe(exc))
+    # Any message may quote a server answer or a library's text: never let a secret or a control character through.
+    return printable_lines(redact(_describe(exc)))
 
 
 def _describe(exc: BaseException) -> str:
@@ -85,16 +86,23 @@ def _describe(exc: BaseException) -> str:
         return "convsync: configuration problem:\n" + "\n".join(f"  - {p}" for p in exc.problems)
     if isinstance(exc, errors.AuthError):
         return (
-            f"convsync: the server refused the API key: {exc}\n"
+            f"convsync: the server refused the API key: {_one_line(exc)}\n"
             "  fix: put a current key for this tenant where the config's server.api_key_env/api_key_file/"
             "api_key_command points (a new key comes from the web UI), check it with `convsync doctor`, then start "
             "convsync again (as a service: systemctl --user restart convsync)"
         )
     if isinstance(exc, errors.ApiError):
-        return f"convsync: the Agent API failed: {exc}"
+        return f"convsync: the Agent API failed: {_one_line(exc)}"
     if isinstance(exc, errors.ConvsyncError):
         return f"convsync: {exc}"
     return f"convsync: unexpected error (a bug; please report it): {type(exc).__name__}: {exc}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's text that may quote the server, kept on its line (a newline in it could forge the fix)."""
+    from convsync.printable import printable
+
+    return printable(str(exc))
 
 
 _EXAMPLES = "examples:\n"
@@ -480,7 +488,9 @@ def _sync(config: Config, *, quiet: bool) -> int:
 
     def progress(message: str) -> None:
         if not quiet:
-            print(f"convsync: {message}", file=sys.stderr, flush=True)
+            from convsync.printable import printable
+
+            print(f"convsync: {printable(message)}", file=sys.stderr, flush=True)
 
     try:
         reply = control.request(
