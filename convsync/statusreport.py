@@ -113,7 +113,7 @@ def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = No
     if as_json:
         print(json.dumps(as_document(config, report, live), indent=2, ensure_ascii=False))
         return 0
-    print(_daemon_line(live))
+    print(printable(_daemon_line(live)))
     if report is None:
         _print_warnings(_warnings(config))
         print(f"no state yet: convsync has not run with this configuration (root {config.root})")
