@@ -282,11 +282,15 @@ def _activate(unit: str, start: bool, say: Say) -> int:
             say(f"  systemctl --user status {short}")
             say(f"  journalctl --user -u {short} -f")
         else:
-            say(f"Start it with: systemctl --user enable --now {unit}")
-    else:
+            say(f"Not enabled, not started (--no-start). When you want it: systemctl --user enable --now {unit}")
+    elif start:
         say("systemctl --user is not available here; run these once a user session with systemd is up:")
         say("  systemctl --user daemon-reload")
         say(f"  systemctl --user enable --now {unit}")
+    else:
+        say("systemctl --user is not available here; once a user session with systemd is up, run:")
+        say("  systemctl --user daemon-reload")
+        say(f"Not enabled, not started (--no-start). When you want it: systemctl --user enable --now {unit}")
     say('To keep it running while you are logged out: loginctl enable-linger "$USER"')
     return Exit.OK
 

@@ -274,7 +274,17 @@ def open_for_writing(path: Path) -> bool:
 
 
 def write_failed_prompt(folder: Path, seq: int, text: str) -> Path:
-    """Keep a prompt the server refused as ``prompt.failed-<seq>.txt``: nothing the user wrote is lost."""
-    path = folder / f"prompt.failed-{seq}.txt"
+    """Keep a prompt the server refused as ``prompt.failed-<UTC time>.txt``: nothing the user wrote is lost.
+
+    Named by when it failed (``2026-12-04T16-58-03Z``: sorts by time, no colons for other systems), not by
+    the queue's internal number; a second failure within the same second gets ``-2``, ``-3``….
+    """
+    del seq  # the queue's number means nothing to the user
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
+    path = folder / f"prompt.failed-{stamp}.txt"
+    counter = 1
+    while path.exists():
+        counter += 1
+        path = folder / f"prompt.failed-{stamp}-{counter}.txt"
     write_atomic(path, text + "\n")
     return path

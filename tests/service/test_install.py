@@ -261,3 +261,15 @@ def test_service_install_command_line(isolated_home: Path, config_file: Path, tm
     assert done.returncode == 0, done.stderr
     assert "systemctl --user enable --now convsync.service" in done.stdout
     assert unit_file(isolated_home).exists()
+
+
+@pytest.mark.usefixtures("no_systemctl")
+def test_install_no_start_does_not_present_enabling_as_a_step(isolated_home: Path, config_file: Path) -> None:
+    """--no-start without systemctl lists daemon-reload as the step, and `enable --now` only as an option."""
+    lines: list[str] = []
+
+    assert install(config_file, start=False, say=lines.append) == 0
+
+    steps = [line for line in lines if line.startswith("  systemctl")]
+    assert steps == ["  systemctl --user daemon-reload"]
+    assert any(line.startswith("Not enabled, not started (--no-start)") for line in lines)
