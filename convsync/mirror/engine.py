@@ -267,7 +267,7 @@ class Engine:
     def reload(self, config: Config) -> None:
         """Apply a new configuration; queued work (in the state database) is kept."""
         old = self._config
-        client_keys = ("url", "api_key", "verify_tls", "ca_bundle", "use_truststore", "timeout_seconds")
+        client_keys = ("url", "auth", "api_key", "verify_tls", "ca_bundle", "use_truststore", "timeout_seconds")
         rate_keys = ("rate_limit_requests", "rate_limit_window_seconds")
         changed = any(getattr(old, k) != getattr(config, k) for k in client_keys + rate_keys)
         new_client = self._owns_client and changed

@@ -3,6 +3,7 @@ without a key at {base}/api/public/v1; the mirror, doctor and the emulator agree
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,16 @@ def test_no_auth_mirrors_a_local_agent_server(make_mirror: Any) -> None:
     mirror = make_mirror("none", auth=False)
     mirror_one_prompt(mirror)
     assert {r.status for r in mirror.emu.requests} <= {200}
+
+
+def test_a_reload_to_another_auth_takes_effect(make_mirror: Any) -> None:
+    """A deployment moved to Snowflake tokens: a reload with auth: snowflake makes the mirror work again."""
+    mirror = make_mirror("bearer")
+    mirror.emu.configure(auth_scheme="snowflake")
+    assert mirror.engine is not None
+    mirror.config = dataclasses.replace(mirror.config, auth="snowflake")
+    mirror.engine.reload(mirror.config)
+    mirror_one_prompt(mirror)
 
 
 def test_bearer_key_is_refused_where_a_snowflake_token_is_expected() -> None:
