@@ -77,6 +77,7 @@ from convsync.mirror.prompt import (
 )
 from convsync.mirror.state import OutboxEntry
 from convsync.mirror.transcript import LiveTail, apply_plan, plan_transcript, read_tail
+from convsync.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ class Reconcile:
         self.rt = rt
         self.flags = flags
         self.folder = ctx.folder
+        # How the log names the conversation: its folder under the root, as the user sees it (not its ids).
+        self._where = printable(f"{ctx.folder.parent.name}/{ctx.folder.name}")
         self.cid = ctx.conversation_id
         self.aid = ctx.agent_id
         self._scan: inbox.InboxScan | None = None
@@ -467,12 +470,22 @@ class Reconcile:
         label = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
         self.ctx.report.status(f"uploading {label}")
         progress = self._progress("uploading", label, names[0])
+        started = time.monotonic()
         try:
             outcome = inbox.upload(
                 self.ctx.client, self.aid, self.cid, self.folder, [r for _, r in batch], progress=progress
             )
         finally:
             self.ctx.state.delete_transfer(self.cid, names[0], "up")
+        sizes = {r.name: r.sig.size for _, r in batch}
+        for name in outcome.moved:
+            log.info(
+                "%s: uploaded inbox/%s (%s in %.1f s)",
+                self._where,
+                printable(name),
+                _human_bytes(sizes.get(name, 0)),
+                time.monotonic() - started,
+            )
         seq_of = {entry.payload: entry.seq for entry, _ in batch}
         for remote in outcome.remote:
             self.ctx.state.set_transfer(
@@ -546,6 +559,10 @@ class Reconcile:
             self.rt.live_until = 0.0
         final = self._get_messages()
         _observe_clock(self.ctx, entry, final, sent_at)
+        reply = final[-1] if final and final[-1].role == "agent" else None
+        if reply is not None and not cut:
+            seconds = (datetime.now(UTC) - sent_at).total_seconds()
+            log.info("%s: reply finished (%d characters in %.1f s)", self._where, len(reply.text), seconds)
         if self._sync_transcript(final, live=not cut):
             self.rt.live_until = 0.0
         return True
@@ -561,6 +578,7 @@ class Reconcile:
                 if isinstance(event, StreamStarted):
                     killpoints.reached("send.accepted")
                     state.mark_done(entry.seq)  # agent_ready: the server stored the prompt
+                    log.info("%s: prompt sent (%d characters)", self._where, len(entry.payload))
                     self._prompt_started = True
                     self._sent = True
                     report.status("streaming")
@@ -655,6 +673,7 @@ class Reconcile:
             )
             taken.add(name_key(name))
             self.ctx.report.status(f"downloading {name}")
+            started = time.monotonic()
             try:
                 filesync.download(
                     self.ctx.client,
@@ -670,6 +689,13 @@ class Reconcile:
             except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
                 self._item_failed(key, f"files/{name} could not be downloaded: {exc}")
                 continue
+            log.info(
+                "%s: downloaded files/%s (%s in %.1f s)",
+                self._where,
+                printable(name),
+                _human_bytes(item.size),
+                time.monotonic() - started,
+            )
             self.rt.items.succeeded(key)
             state.set_transfer(
                 self.cid,
@@ -717,6 +743,13 @@ class Reconcile:
             except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
                 self._item_failed(key, f"data frame {info.name!r} could not be exported: {exc}")
                 continue
+            log.info(
+                "%s: exported data frame %s to data-frames/%s (%d rows)",
+                self._where,
+                printable(info.name),
+                printable(result.path.name),
+                result.rows,
+            )
             self.rt.items.succeeded(key)
             self.ctx.traits.parquet_supported = result.parquet_supported
             state.set_frame(self.cid, info.name, result.fingerprint, file_name)
