@@ -66,6 +66,8 @@ def collect(config: Config) -> StatusReport | None:
     try:
         state = State(path, readonly=True)
     except StateError:
+        if path.exists():
+            raise  # corrupt or newer: the caller says so (exit 65) instead of "nothing mirrored yet"
         return None
     try:
         agents = {a.id: a.folder for a in state.agents()}

@@ -29,6 +29,8 @@ def test_a_corrupt_state_database_exits_65_and_names_the_fix(emulator: EmulatorS
     assert done.returncode == Exit.STATE_UNUSABLE == 65, done.stderr
     assert "is corrupt" in done.stderr and "convsync repair" in done.stderr
     assert "bug" not in done.stderr
+    status = convsync("status", "--config", str(config), key=emulator.api_key)
+    assert status.returncode == 65 and "convsync repair" in status.stderr, status
 
 
 def test_a_state_database_of_a_newer_convsync_exits_65_and_names_the_fix(
