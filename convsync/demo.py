@@ -133,7 +133,7 @@ def run_demo(keep: bool, directory: Path | None) -> int:
             _say("where to look")
             folder = root / AGENT / CONVERSATION
             print(f"  the conversation:  {folder}")
-            print(f"  follow it live:    tail -F '{folder / 'transcript.md'}'")
+            print(f"  follow it live:    tail -f '{folder / 'transcript.md'}'")
             print(f"  send a prompt:     echo 'Hello again' > '{folder / 'prompt.txt'}'")
             print(f"  the data frame:    {folder / 'data-frames' / 'sales.parquet'}")
             print(f"  status of all:     {KEY_ENV}={DEMO_KEY} convsync status --config '{config_path}'")

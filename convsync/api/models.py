@@ -328,11 +328,22 @@ class StreamStarted:
 
     run_id: str
     thread_id: str
+    at: datetime | None = None  # the server's time of the event, when it says
 
 
 @dataclass(frozen=True, slots=True)
 class MessageStarted:
     message_id: str
+    at: datetime | None = None  # the server's time of the event, when it says
+
+
+@dataclass(frozen=True, slots=True)
+class PartFinished:
+    """A part that does not stream as text (tool call, chart, attachment…) is complete: its final form."""
+
+    message_id: str
+    index: int
+    part: Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,5 +389,12 @@ class StreamFinished:
 
 
 StreamEvent = (
-    StreamStarted | MessageStarted | PartDelta | MessageFinished | ThreadRenamed | AgentFailed | StreamFinished
+    StreamStarted
+    | MessageStarted
+    | PartDelta
+    | PartFinished
+    | MessageFinished
+    | ThreadRenamed
+    | AgentFailed
+    | StreamFinished
 )

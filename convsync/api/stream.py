@@ -34,10 +34,13 @@ from convsync.api.models import (
     MessageFinished,
     MessageStarted,
     PartDelta,
+    PartFinished,
     StreamEvent,
     StreamFinished,
     StreamStarted,
     ThreadRenamed,
+    parse_part,
+    parse_time,
 )
 from convsync.errors import ProtocolError, StreamInterrupted
 
@@ -311,6 +314,7 @@ class StreamAssembler:
     finished: bool = False
     stalled: set[str] = field(default_factory=set)
     _progress: dict[str, list[_PartProgress]] = field(default_factory=dict)
+    _finished: dict[str, set[int]] = field(default_factory=dict)  # non-text parts handed out, per message
 
     def feed(self, sse: SseEvent) -> Iterator[StreamEvent]:
         if sse.event not in ("agent_ready", "agent_event", "message"):
@@ -326,11 +330,11 @@ class StreamAssembler:
         message_id = _text(payload.get("message_id"))
         if kind == "agent_ready":
             run_id, thread_id = _text(payload.get("run_id")), _text(payload.get("thread_id"))
-            yield StreamStarted(run_id=run_id, thread_id=thread_id)
+            yield StreamStarted(run_id=run_id, thread_id=thread_id, at=parse_time(payload.get("timestamp")))
         elif kind == "message_begin":
             self.messages[message_id] = {"message_id": message_id}
             self._progress[message_id] = []
-            yield MessageStarted(message_id)
+            yield MessageStarted(message_id, at=parse_time(payload.get("timestamp")))
         elif kind == "message_content":
             yield from self._content(message_id, payload.get("delta"))
         elif kind == "message_end":
@@ -379,20 +383,26 @@ class StreamAssembler:
             self._progress[message_id] = []
             yield MessageStarted(message_id)
         # Text the deltas missed (e.g. the last chunk only in message_end) is handed out before the truth.
-        yield from self._text_deltas(message_id, final)
+        yield from self._text_deltas(message_id, final, ending=True)
         yield MessageFinished(message)
 
-    def _text_deltas(self, message_id: str, message: Any) -> Iterator[PartDelta]:
+    def _text_deltas(self, message_id: str, message: Any, *, ending: bool = False) -> Iterator[StreamEvent]:
+        """Text that grew since the last call, and parts of other kinds once complete (or at ``ending``)."""
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             return
         progress = self._progress.setdefault(message_id, [])
+        announced = self._finished.setdefault(message_id, set())
         for index, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
             kind = _text(part.get("kind"))
             key = TEXT_KEYS.get(kind)
             if key is None:
+                # Shown whole, in its final form, so the transcript's live tail is its final text.
+                if index not in announced and (ending or part.get("complete") is True):
+                    announced.add(index)
+                    yield PartFinished(message_id, index, parse_part(part))
                 continue
             text = part.get(key)
             text = text if isinstance(text, str) else ""

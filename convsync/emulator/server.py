@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -312,6 +313,27 @@ class EmulatorServer:
         message = injected_message(text, role, complete=complete, no_content=no_content)
         self._store.add_message(conversation_id, message)
         return wire.to_rest(message)
+
+    def edit_message(
+        self, conversation_id: str, message_id: str, *, text: str | None = None, shift_seconds: float = 0.0
+    ) -> None:
+        """Change a stored message as a server may do later: its text parts become ``text`` (when given) and
+        its ``created_at`` moves by ``shift_seconds``."""
+        for message in self._store.messages(conversation_id):
+            if message["message_id"] != message_id:
+                continue
+            if text is not None:
+                texts = [p for p in message["content"] if p.get("kind") == "text"]
+                for part in texts:
+                    part["text"] = ""
+                if texts:
+                    texts[0]["text"] = text
+            if shift_seconds:
+                moved = wire.parse_time(message["created_at"]) + timedelta(seconds=shift_seconds)
+                message["created_at"] = wire.sse_time(moved)
+            self._store.replace_message(conversation_id, message)
+            return
+        raise KeyError(f"no message {message_id!r} in conversation {conversation_id}")
 
     def conversations(self, agent_id: str) -> list[dict[str, Any]]:
         return [c.to_wire() for c in self._store.conversations(agent_id)]

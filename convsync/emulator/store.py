@@ -304,6 +304,14 @@ class Store:
                 (conversation_id, message["message_id"], json.dumps(message)),
             )
 
+    def replace_message(self, conversation_id: str, message: dict[str, Any]) -> None:
+        """Store a new version of a message (same ``message_id``), in its place."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE messages SET body = ? WHERE conversation_id = ? AND message_id = ?",
+                (json.dumps(message), conversation_id, message["message_id"]),
+            )
+
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT body FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
         return [json.loads(r["body"]) for r in rows]

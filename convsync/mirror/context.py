@@ -81,12 +81,20 @@ class Reporter:
         self._recorded = recorded
         self._status: str | None = status
         self._problem: str | None = None
+        self._run_error: str | None = None  # the last reply failed: shown until a reply succeeds
         self._logged: str | None = None
         self._noted: set[str] = set()
 
     @property
     def problem(self) -> str | None:
-        return self._problem
+        return self._problem or self._run_error
+
+    def run_ended(self, failure: str | None) -> None:
+        """A reply ended: ``failure`` says why it failed (shown in ``status`` and as the last error until the
+        next reply succeeds), ``None`` that it succeeded."""
+        if failure != self._run_error:
+            self._run_error = failure
+            self._record()
 
     @property
     def current_status(self) -> str | None:
@@ -115,7 +123,7 @@ class Reporter:
 
     def _record(self) -> None:
         """Mirror the status line and problem into the state database (only when they changed)."""
-        now = (self._status or "", self._problem)
+        now = (self._status or "", self.problem)
         if now != self._recorded:
             self._state.set_activity(self._cid, *now)
             self._recorded = now
@@ -153,7 +161,7 @@ class Reporter:
         if self._problem is not None:
             self._problem = None
             self._logged = None
-            self._record()
+            self._record()  # a failed reply stays the last error until a reply succeeds
 
 
 @dataclass(slots=True)

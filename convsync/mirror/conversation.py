@@ -540,8 +540,7 @@ class Reconcile:
         except TransientError:
             self.rt.fetched = (float("-inf"), [])  # the attempt may have changed the server: read it anew
             if not self._prompt_started:
-                self.rt.live_until = 0.0
-                self._sync_transcript(messages)  # cut the tail; the next attempt checks before resending
+                self.rt.live_until = 0.0  # nothing was written: the prompt is shown once the server has it
                 raise
             cut = True
         except BadRequest as exc:
@@ -570,9 +569,9 @@ class Reconcile:
     def _stream(self, entry: OutboxEntry) -> bool:
         """Append the prompt and the streaming reply to the transcript; False when stopped midway."""
         state, report = self.ctx.state, self.ctx.report
-        tail = LiveTail(self.folder / TRANSCRIPT)
-        tail.user_prompt(entry.payload, self.ctx.clock.now())
+        tail = LiveTail(self.folder / TRANSCRIPT, prompt=entry.payload, clock=self.ctx.clock.now)
         events = self.ctx.client.stream_message(self.aid, self.cid, entry.payload)
+        failed: str | None = None
         try:
             for event in events:
                 if isinstance(event, StreamStarted):
@@ -581,27 +580,36 @@ class Reconcile:
                     log.info("%s: prompt sent (%d characters)", self._where, len(entry.payload))
                     self._prompt_started = True
                     self._sent = True
-                    report.status("streaming")
+                    tail.on_event(event)
+                    self._streaming_status()
                 elif isinstance(event, ThreadRenamed):
                     state.set_conversation_name(self.cid, event.new_name)
                 elif isinstance(event, AgentFailed):
-                    report.note(
-                        f"the agent failed to answer a prompt: {event.message}",
-                        "send the prompt again (it is in transcript.md)",
-                    )
+                    failed = f"the agent failed: {event.message or 'no reason given'}"
+                    code = f" ({event.code})" if event.code else ""
+                    tail.notice("Failed", [f"The agent failed{code}: {event.message or 'no reason given'}"])
+                    report.note(failed, "send the prompt again (it is in transcript.md)")
                 elif isinstance(event, StreamFinished):
                     break
                 else:
-                    tail.on_event(event, self.ctx.clock.now())
+                    tail.on_event(event)
                 if signal := self.rt.pop_prompt_signal():
                     self._take_prompt(signal)  # prompt.txt is taken at once even while a reply streams
+                    self._streaming_status()
                 if self.ctx.stopping():
                     return False
         finally:
             close = getattr(events, "close", None)
             if close is not None:
                 close()
+        report.run_ended(failed)
         return True
+
+    def _streaming_status(self) -> None:
+        """``streaming``, and what waits behind the reply (prompts saved meanwhile)."""
+        counts = self.ctx.state.outbox_counts(self.cid)
+        queued = _queued_text(counts.prompts, counts.uploads)
+        self.ctx.report.status(f"streaming (queued: {queued})" if queued else "streaming")
 
     # --- 4. transcript --------------------------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
-"""``transcript.md``: server messages → Markdown, appended live while a reply streams.
+"""``transcript.md``: server messages → Markdown, only ever appended to.
 
-The file is always *the rendering of the messages the state database records as committed* (a prefix),
-possibly followed by a *live tail* (the prompt being sent and the reply streaming in). Rendering is
-deterministic, so the live tail normally equals the final rendering and no rewrite is needed: every part
-renders as
-``prefix + streamed text + suffix``.
+The file is a log that a follower (``tail -f``, ``less +F``, an editor's auto-reload) can trust: it is never
+replaced by rename and never truncated, so its inode and every byte once written stay for the life of the
+conversation (``docs/layout.md`` states the contract). It holds, in the order convsync saw them:
+
+- every message once, rendered live in its final form while a reply streams (:class:`LiveTail`), or appended
+  when a poll finds it;
+- a *revision* (``## Agent · … UTC · revised``) when the server's version of a message differs from what was
+  written (the stream broke, or the message changed on the server later): the message's final form, appended;
+- *notices* of convsync's own (``## Failed · …``, ``## Cancelled · …``): a run that failed or was cancelled.
+
+Heading times are cosmetic: what was written stands, and a message whose streamed heading shows another minute
+than the server's ``created_at`` is not revised for that alone.
 
 Rendering of one message::
 
@@ -16,10 +23,7 @@ Rendering of one message::
 
     </details>
 
-    The answer, as written.                  text parts as written
-
-Times are shown to the minute on purpose: the heading written when a reply *starts* streaming then matches the
-server's own timestamp in almost every case, so ``tail -f`` keeps working (see ``docs/layout.md``).
+    The answer, as written.                  text parts as written (a fence or HTML block left open is closed)
 """
 
 from __future__ import annotations
@@ -27,11 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import quote
 
 from convsync import killpoints
@@ -44,7 +47,9 @@ from convsync.api.models import (
     OtherPart,
     Part,
     PartDelta,
+    PartFinished,
     QuickActionsPart,
+    StreamStarted,
     TextPart,
     ThoughtPart,
     ToolCallPart,
@@ -54,7 +59,15 @@ from convsync.mirror.names import safe_name
 from convsync.mirror.state import TranscriptEntry
 
 ROLE_LABELS = {"user": "User", "agent": "Agent"}
+NOTICE_LABELS = ("Failed", "Cancelled", "Interrupted")
+INTERRUPTED = "The reply above is incomplete: its stream ended early. The server's version follows once it has one."
 _STREAMABLE = ("text", "formatted-text", "thought")
+HASH_PREFIX = "c:"  # content hashes; entries written before the log became append-only hold rendering hashes
+NOTICE_ID = "~notice"  # transcript entries that are convsync's own text, not a server message
+ORPHAN_ID = "~orphan"
+_STAMP = r" · \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+_NOTICE = re.compile(r"## (?:" + "|".join(NOTICE_LABELS) + r")" + _STAMP + r"\n\n(?:> [^\n]*\n)+\n")
+_HEADING = re.compile(r"^## ([^\n]*?)" + _STAMP + r"(?: \(incomplete\))?(?: · revised)?\n", re.MULTILINE)
 
 
 # --- rendering (pure) ---------------------------------------------------------------------------------------
@@ -63,12 +76,25 @@ _STREAMABLE = ("text", "formatted-text", "thought")
 INCOMPLETE_MARK = " (incomplete)"
 
 
-def heading(role: str, when: datetime, *, complete: bool = True) -> str:
-    label = ROLE_LABELS.get(role, role.capitalize() or "Unknown")
+def _label(role: str) -> str:
+    return ROLE_LABELS.get(role, role.capitalize() or "Unknown")
+
+
+def _minute(when: datetime) -> str:
     # Formatted by hand: strftime (and astimezone on a time already in UTC) were the slow part of rendering.
     u = when if when.tzinfo is UTC else when.astimezone(UTC)
-    mark = "" if complete else INCOMPLETE_MARK
-    return f"## {label} · {u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d} UTC{mark}\n\n"
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d}"
+
+
+def heading(role: str, when: datetime, *, complete: bool = True, revised: bool = False) -> str:
+    mark = ("" if complete else INCOMPLETE_MARK) + (" · revised" if revised else "")
+    return f"## {_label(role)} · {_minute(when)} UTC{mark}\n\n"
+
+
+def notice(label: str, when: datetime, lines: Sequence[str]) -> str:
+    """A block of convsync's own (``label`` one of ``NOTICE_LABELS``): a heading and one quoted line each."""
+    body = "".join(f"> {' '.join(line.split())}\n" for line in lines)
+    return f"## {label} · {_minute(when)} UTC\n\n{body}\n"
 
 
 def _fence(text: str, info: str = "") -> str:
@@ -76,6 +102,48 @@ def _fence(text: str, info: str = "") -> str:
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}{info}\n{text}\n{ticks}"
+
+
+_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+# CommonMark HTML blocks that run until an end marker rather than a blank line: (start, end marker); no
+# marker: the closing tag of the element that opened it.
+_HTML_BLOCKS = (
+    (re.compile(r" {0,3}<(pre|script|style|textarea)(?:[\s>]|$)", re.IGNORECASE), ""),
+    (re.compile(r" {0,3}<!--"), "-->"),
+    (re.compile(r" {0,3}<\?"), "?>"),
+    (re.compile(r" {0,3}<!\[CDATA\["), "]]>"),
+)
+
+
+def closer(text: str) -> str:
+    """What closes a code fence or HTML block that ``text`` leaves open (``""`` if none), so that one
+    message's Markdown can never swallow the headings after it."""
+    fence: str | None = None
+    end: str | None = None  # the end marker of an open HTML block
+    for line in text.split("\n"):
+        if end is not None:
+            if end.lower() in line.lower():
+                end = None
+            continue
+        m = _FENCE_LINE.match(line)
+        if fence is not None:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not m.group(2).strip():
+                fence = None
+            continue
+        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+            fence = m.group(1)
+            continue
+        for start, marker in _HTML_BLOCKS:
+            found = start.match(line)
+            if found:
+                wanted = marker or f"</{found.group(1).lower()}>"
+                if wanted not in line.lower()[found.end() :]:
+                    end = wanted
+                break
+    if fence is None and end is None:
+        return ""
+    sep = "" if text.endswith("\n") else "\n"
+    return sep + (fence if fence is not None else str(end))
 
 
 def _details(summary: str, body: str) -> str:
@@ -95,22 +163,23 @@ def part_prefix(kind: str) -> str:
     return ""
 
 
-def part_suffix(kind: str) -> str:
+def part_suffix(kind: str, text: str = "") -> str:
+    """What follows the streamed ``text`` of a part of ``kind``: a closer for what it left open, the end."""
     if kind == "thought":
-        return "\n\n</details>\n\n"
-    return "\n\n"
+        return closer(text) + "\n\n</details>\n\n"
+    return closer(text) + "\n\n"
 
 
 def render_part(part: Part) -> str:
     if isinstance(part, TextPart):
-        return part_prefix(part.kind) + part.text + part_suffix(part.kind)
+        return part_prefix(part.kind) + part.text + part_suffix(part.kind, part.text)
     if isinstance(part, ThoughtPart):
-        return part_prefix("thought") + part.thought + part_suffix("thought")
+        return part_prefix("thought") + part.thought + part_suffix("thought", part.thought)
     if isinstance(part, ToolCallPart):
         status = f" ({part.status})" if part.status else ""
-        body = "Arguments:\n\n" + _fence(_pretty_json(part.arguments_raw), "json")
+        body = "Arguments:\n\n" + _json_block(part.arguments_raw)
         if part.result is not None:
-            body += "\n\nResult:\n\n" + _fence(part.result)
+            body += "\n\nResult:\n\n" + _json_block(part.result)
         if part.error:
             body += "\n\nError:\n\n" + _fence(part.error)
         return _details(f"Tool call: {_summary_text(part.name)}{status}", body)
@@ -126,7 +195,7 @@ def render_part(part: Part) -> str:
         return _details("Quick actions", items or "(none)")
     if isinstance(part, ChartPart):
         title = f"Chart: {_summary_text(part.description)}" if part.description else "Chart"
-        return _details(title, _fence(_pretty_json(part.chart_spec_raw), "json"))
+        return _details(title, _json_block(part.chart_spec_raw))
     assert isinstance(part, OtherPart)
     return f"_(a part of kind `{part.kind}` that convsync does not show)_\n\n"
 
@@ -135,16 +204,21 @@ def _link_text(text: str) -> str:
     return " ".join(text.split()).replace("[", "\\[").replace("]", "\\]")
 
 
-def _pretty_json(raw: str) -> str:
+def _json_block(raw: str) -> str:
+    """JSON pretty-printed in a ``json`` fence; anything else as it is, in a plain fence."""
     try:
-        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+        return _fence(json.dumps(json.loads(raw), indent=2, ensure_ascii=False), "json")
     except ValueError:
-        return raw
+        return _fence(raw)
 
 
-def render_message(message: Message) -> str:
-    head = heading(message.role, message.created_at, complete=message.complete)
-    return head + "".join(render_part(p) for p in message.content)
+def render_body(message: Message) -> str:
+    return "".join(render_part(p) for p in message.content)
+
+
+def render_message(message: Message, *, revised: bool = False) -> str:
+    head = heading(message.role, message.created_at, complete=message.complete, revised=revised)
+    return head + render_body(message)
 
 
 def renderable(messages: Sequence[Message]) -> list[Message]:
@@ -158,32 +232,23 @@ def renderable(messages: Sequence[Message]) -> list[Message]:
     return list(messages)
 
 
+def content_hash(message: Message) -> str:
+    """What the state records for a message shown: its role and content, not its time (cosmetic) nor its
+    rendering (a new convsync rendering a part differently is no change on the server)."""
+    data = f"{message.role}\x1f{message.complete}\x1f{message.content!r}".encode()
+    return HASH_PREFIX + hashlib.sha256(data).hexdigest()
+
+
 # --- planning a transcript update (pure) --------------------------------------------------------------------
-
-
-def digest(text: str) -> str:
-    """The hash the state records for one message's rendering."""
-    return Rendered.of("", text).hash
-
-
-class Rendered(NamedTuple):  # a tuple, not a frozen dataclass: built for every message on every poll
-    message_id: str
-    text: str
-    hash: str
-    size: int  # bytes of UTF-8
-
-    @classmethod
-    def of(cls, message_id: str, text: str) -> Rendered:
-        data = text.encode("utf-8")  # once: every poll renders and compares every message
-        return cls(message_id, text, hashlib.sha256(data).hexdigest(), len(data))
 
 
 @dataclass(frozen=True, slots=True)
 class TranscriptPlan:
-    """What to do to make the file the rendering of the server's messages.
+    """What to do to make the file show the server's messages.
 
-    ``keep``: how many committed entries stay; ``write``: ``"none"`` (the file already holds it: only commit),
-    ``"append"`` (append ``append_text`` after the current end), or ``"rewrite"`` (replace the whole file);
+    ``keep``: how many committed entries stay (all of them, except when the file is written anew or old
+    entries are converted); ``write``: ``"none"`` (only commit), ``"append"`` (append ``append_text``), or
+    ``"rewrite"`` (the file is missing or shorter than recorded: write ``full_text`` as a new file);
     ``commit``: the entries to record after ``keep`` once the write happened.
     """
 
@@ -191,7 +256,27 @@ class TranscriptPlan:
     write: str
     append_text: str
     commit: tuple[TranscriptEntry, ...]
-    full_text: str
+    full_text: str = ""
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _match(tail: str, pos: int, message: Message) -> int | None:
+    """Where ``message`` ends if the tail holds it at ``pos`` (its heading may show any minute)."""
+    mark = "" if message.complete else re.escape(INCOMPLETE_MARK)
+    found = re.compile(re.escape("## " + _label(message.role)) + _STAMP + mark + r"\n\n").match(tail, pos)
+    if found is None:
+        return None
+    body = render_body(message)
+    return found.end() + len(body) if tail.startswith(body, found.end()) else None
+
+
+def _last_role(text: str) -> str | None:
+    """The role label of the last message heading in ``text`` (``None`` if there is none)."""
+    labels = [m.group(1) for m in _HEADING.finditer(text)]
+    return labels[-1] if labels else None
 
 
 def plan_transcript(
@@ -201,54 +286,108 @@ def plan_transcript(
     messages: Sequence[Message],
     *,
     live: bool = False,
+    now: datetime | None = None,
 ) -> TranscriptPlan:
-    """Decide how to bring ``transcript.md`` in line with ``messages`` (the server's, oldest first).
+    """Decide what to append to ``transcript.md`` so that it shows ``messages`` (the server's, oldest first).
 
     ``committed``: the state's entries; ``file_size``: the file's size (``None``: missing); ``tail``: the
-    file's bytes after the committed offset, decoded (``None`` when the file is shorter or not UTF-8);
-    ``live``: a reply is in flight, so a tail that runs ahead of the server is kept rather than cut.
+    file's bytes after the committed offset, decoded with ``surrogateescape`` (``None`` when the file is
+    shorter than that offset); ``live``: a reply is in flight, so a tail that runs ahead of the server is kept
+    as it is; ``now``: the time of a notice the plan appends.
     """
-    rendered = [Rendered.of(m.message_id, render_message(m)) for m in renderable(messages)]
-    keep = 0
-    while (
-        keep < len(committed)
-        and keep < len(rendered)
-        and committed[keep].message_id == rendered[keep].message_id
-        and committed[keep].rendered_hash == rendered[keep].hash
-    ):
-        keep += 1
-    offset = committed[keep - 1].committed_offset if keep else 0
-    full_text = "".join(r.text for r in rendered)
-    new = rendered[keep:]
+    shown = renderable(messages)
+    if file_size is None or tail is None:
+        return _written_anew(shown)
+    keep, base = _converted(committed, shown)
+    latest = {e.message_id: e.rendered_hash for e in base}
+    offset = committed[-1].committed_offset if committed else 0
+    # 1. The tail: what was appended live since the last commit (messages streamed, notices).
+    waiting = [m for m in shown if m.message_id not in latest]
+    pos, added = _match_tail(tail, offset, waiting)
+    rest = tail[pos:]
+    if rest and live:
+        return TranscriptPlan(keep, "none", "", (*base[keep:], *added))
+    # 2. What was written and is not the server's stands, closed; the server's version follows as a revision.
+    size = offset + _nbytes(tail)
+    out: list[str] = []
+    revise: str | None = None
+    if rest:
+        revise = _last_role(rest)
+        close = closer(rest)
+        close += "" if (rest + close).endswith("\n\n") else ("\n" if (rest + close).endswith("\n") else "\n\n")
+        first = waiting[0] if waiting else None
+        if first is None or _label(first.role) != revise:  # no revision follows at once: say it is cut
+            close += notice("Interrupted", now or datetime.now(UTC), [INTERRUPTED])
+        out.append(close)
+        size += _nbytes(close)
+        added.append(TranscriptEntry(ORPHAN_ID, "", size))
+    # 3. New messages and changed ones, in the server's order.
+    pending = {m.message_id for m in waiting}
+    for m in shown:
+        digest = content_hash(m)
+        if m.message_id in pending:
+            text = render_message(m, revised=revise is not None and _label(m.role) == revise)
+            revise = None
+        elif m.message_id in latest and latest[m.message_id] != digest:
+            text = render_message(m, revised=True)
+        else:
+            continue
+        out.append(text)
+        size += _nbytes(text)
+        added.append(TranscriptEntry(m.message_id, digest, size))
+    text = "".join(out)
+    return TranscriptPlan(keep, "append" if text else "none", text, (*base[keep:], *added))
 
-    def entries(start: int) -> tuple[TranscriptEntry, ...]:
-        out: list[TranscriptEntry] = []
-        pos = start
-        for r in new:
-            pos += r.size
-            out.append(TranscriptEntry(r.message_id, r.hash, pos))
-        return tuple(out)
 
-    if keep < len(committed) or file_size is None or tail is None:
-        return TranscriptPlan(0, "rewrite", "", _entries_from(rendered), full_text)
-    new_text = "".join(r.text for r in new)
-    if tail == new_text:
-        return TranscriptPlan(keep, "none", "", entries(offset), full_text)
-    if new_text.startswith(tail):
-        return TranscriptPlan(keep, "append", new_text[len(tail) :], entries(offset), full_text)
-    if live and tail.startswith(new_text):
-        # The server lags behind what streamed: commit what it confirms, keep the rest of the tail live.
-        return TranscriptPlan(keep, "none", "", entries(offset), full_text)
-    return TranscriptPlan(0, "rewrite", "", _entries_from(rendered), full_text)
+def _converted(committed: Sequence[TranscriptEntry], shown: Sequence[Message]) -> tuple[int, list[TranscriptEntry]]:
+    """(entries kept, all entries): entries of a convsync that rewrote the file to match the server hold
+    rendering hashes; what they show was the server's, so they get its content hashes (no revision)."""
+    if all(e.message_id.startswith("~") or e.rendered_hash.startswith(HASH_PREFIX) for e in committed):
+        return len(committed), list(committed)
+    by_id = {m.message_id: m for m in shown}
+    return 0, [
+        TranscriptEntry(e.message_id, content_hash(by_id[e.message_id]), e.committed_offset)
+        if e.message_id in by_id and not e.rendered_hash.startswith(HASH_PREFIX)
+        else e
+        for e in committed
+    ]
 
 
-def _entries_from(rendered: Sequence[Rendered]) -> tuple[TranscriptEntry, ...]:
-    out: list[TranscriptEntry] = []
+def _match_tail(tail: str, offset: int, waiting: list[Message]) -> tuple[int, list[TranscriptEntry]]:
+    """How far the tail holds notices and messages of ``waiting`` (removed from it as they are found),
+    and the entries for them."""
     pos = 0
-    for r in rendered:
-        pos += r.size
-        out.append(TranscriptEntry(r.message_id, r.hash, pos))
-    return tuple(out)
+    added: list[TranscriptEntry] = []
+    while pos < len(tail):
+        end: int | None = None
+        entry_id, entry_hash = NOTICE_ID, ""
+        found = _NOTICE.match(tail, pos)
+        if found is not None:
+            end = found.end()
+        else:
+            for m in waiting:
+                end = _match(tail, pos, m)
+                if end is not None:
+                    waiting.remove(m)
+                    entry_id, entry_hash = m.message_id, content_hash(m)
+                    break
+        if end is None:
+            break
+        pos = end
+        added.append(TranscriptEntry(entry_id, entry_hash, offset + _nbytes(tail[:pos])))
+    return pos, added
+
+
+def _written_anew(shown: Sequence[Message]) -> TranscriptPlan:
+    """The file is gone (or someone cut it): it is written again, whole, from the server's messages."""
+    entries: list[TranscriptEntry] = []
+    texts: list[str] = []
+    size = 0
+    for m in shown:
+        texts.append(render_message(m))
+        size += _nbytes(texts[-1])
+        entries.append(TranscriptEntry(m.message_id, content_hash(m), size))
+    return TranscriptPlan(0, "rewrite", "", tuple(entries), "".join(texts))
 
 
 # --- the file -----------------------------------------------------------------------------------------------
@@ -256,70 +395,121 @@ def _entries_from(rendered: Sequence[Rendered]) -> tuple[TranscriptEntry, ...]:
 
 def read_tail(path: Path, offset: int) -> tuple[int | None, str | None]:
     """(file size, text after ``offset``) — size ``None`` when the file is missing, text ``None`` when the
-    bytes after ``offset`` are not valid UTF-8 or the file is shorter than ``offset``."""
+    file is shorter than ``offset``. Bytes that are not UTF-8 (a write cut by a crash) decode as surrogates,
+    so that sizes computed from the text are the file's."""
     found = read_regular(path, offset)
     if found is None:
         return None, None
     size, raw = found
     if size < offset:
         return size, None
-    try:
-        return size, raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return size, None
+    return size, raw.decode("utf-8", "surrogateescape")
 
 
 def apply_plan(path: Path, plan: TranscriptPlan) -> None:
     """Carry out the file half of ``plan`` (the caller commits ``plan.commit`` to the state afterwards)."""
     if plan.write == "rewrite":
-        write_atomic(path, plan.full_text)
+        write_atomic(path, plan.full_text)  # a new file: the old one is gone or was cut by someone else
     elif plan.write == "append" and plan.append_text:
         append_record(path, plan.append_text)
 
 
-class LiveTail:
-    """Appends the prompt being sent and the streaming reply to ``transcript.md``, each chunk in one write.
+@dataclass(slots=True)
+class _LivePart:
+    kind: str
+    text: str = ""
+    part: Part | None = None  # a part shown whole (tool call, chart…), once finished
+    opened: bool = False
+    written: int = 0  # characters of ``text`` written
+    done: bool = False
 
-    The output is the rendering of the final messages whenever the stream carried every part in order, so that
-    ``plan_transcript`` afterwards finds nothing to rewrite.
+
+@dataclass(slots=True)
+class LiveTail:
+    """Appends the prompt being sent and the streaming reply to ``transcript.md`` in their final form.
+
+    Each event becomes at most one write, so a reader never sees half a record. Parts are written in order: a
+    part that does not stream (a tool call) is written once finished, and text of a later part waits for it.
+    When the stream carried every part, the file then holds exactly the rendering of the final messages
+    (headings aside: they show the server's time from the stream, and stand).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._open: tuple[str, int, str] | None = None  # (message id, part index, kind) being streamed
-        self._skipped = False
+    path: Path
+    prompt: str | None = None  # written at agent_ready (the server stored it), or before anything else
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _message: str | None = None
+    _parts: dict[int, _LivePart] = field(default_factory=dict)
+    _next: int = 0
 
     def _write(self, text: str) -> None:
         if text:
             append_record(self.path, text)
             killpoints.reached("transcript.live")
 
+    def _prompt_text(self, when: datetime | None) -> str:
+        if self.prompt is None:
+            return ""
+        text, self.prompt = self.prompt, None
+        return heading("user", when or self.clock()) + render_part(TextPart("", text))
+
     def user_prompt(self, text: str, when: datetime) -> None:
-        self._write(heading("user", when) + render_part(TextPart("", text)))
+        self.prompt = text
+        self._write(self._prompt_text(when))
 
-    def on_event(self, event: object, now: datetime) -> None:
-        if isinstance(event, MessageStarted):
-            self._close()
-            self._write(heading("agent", now))
-        elif isinstance(event, PartDelta):
-            self._delta(event)
-        elif isinstance(event, MessageFinished):
-            self._close()
+    def notice(self, label: str, lines: Sequence[str], when: datetime | None = None) -> None:
+        """A failure or cancellation: the open message is finished first (what streamed stands)."""
+        out = self._prompt_text(when) + self._finish()
+        self._write(out + notice(label, when or self.clock(), lines))
 
-    def _delta(self, event: PartDelta) -> None:
-        key = (event.message_id, event.index)
-        if self._open is not None and (self._open[0], self._open[1]) == key:
-            if self._open[2] in _STREAMABLE:
-                self._write(event.text)
-            return
-        self._close()
-        self._open = (event.message_id, event.index, event.kind)
-        if event.kind in _STREAMABLE:
-            self._write(part_prefix(event.kind) + event.text)
-        else:
-            self._skipped = True
+    def on_event(self, event: object, now: datetime | None = None) -> None:
+        if isinstance(event, StreamStarted):
+            self._write(self._prompt_text(event.at))
+        elif isinstance(event, MessageStarted):
+            out = self._prompt_text(event.at) + self._finish()
+            self._message = event.message_id
+            self._write(out + heading("agent", event.at or now or self.clock()))
+        elif isinstance(event, PartDelta) and event.message_id == self._message:
+            part = self._parts.setdefault(event.index, _LivePart(event.kind))
+            if part.part is None and not part.done:
+                part.text += event.text
+            self._write(self._flush())
+        elif isinstance(event, PartFinished) and event.message_id == self._message:
+            self._parts[event.index] = _LivePart("", part=event.part, done=True)
+            self._write(self._flush())
+        elif isinstance(event, MessageFinished) and event.message.message_id == self._message:
+            for index, final in enumerate(event.message.content):
+                found = self._parts.get(index)
+                if found is None:
+                    self._parts[index] = _LivePart("", part=final, done=True)
+                else:
+                    found.done = True
+            self._write(self._finish())
 
-    def _close(self) -> None:
-        if self._open is not None and self._open[2] in _STREAMABLE:
-            self._write(part_suffix(self._open[2]))
-        self._open = None
+    def _flush(self) -> str:
+        """Everything that can be written now, in part order."""
+        out: list[str] = []
+        while (part := self._parts.get(self._next)) is not None:
+            if part.part is not None:
+                out.append(render_part(part.part))
+                self._next += 1
+                continue
+            if not part.opened:
+                out.append(part_prefix(part.kind))
+                part.opened = True
+            out.append(part.text[part.written :])
+            part.written = len(part.text)
+            if not (part.done or self._next + 1 in self._parts):
+                break  # still streaming
+            out.append(part_suffix(part.kind, part.text))
+            self._next += 1
+        return "".join(out)
+
+    def _finish(self) -> str:
+        """Close the open message: every part it announced is written as far as it got."""
+        if self._message is None:
+            return ""
+        for part in self._parts.values():
+            part.done = True
+        out = self._flush()
+        self._message, self._parts, self._next = None, {}, 0
+        return out

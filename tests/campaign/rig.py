@@ -26,6 +26,7 @@ from convsync.mirror.folders import init_root
 from convsync.mirror.transcript import render_message, renderable
 from convsync.statusreport import collect
 from tests.campaign.crash import CommitLog
+from tests.transcript_view import shows
 from tests.waiting import wait_until
 
 AGENT = "Demo Agent"
@@ -165,16 +166,19 @@ class Rig:
         messages = [Message.from_wire(m) for m in self.emu.messages(cid)]
         return "".join(render_message(m) for m in renderable(messages))
 
+    def messages(self, cid: str) -> list[Message]:
+        return [Message.from_wire(m) for m in self.emu.messages(cid)]
+
     def wait_delivered(self, cid: str, prompts: Sequence[str], timeout: float = 60) -> None:
         wait_until(lambda: len(self.emu.user_messages(cid)) >= len(prompts), timeout, what="every prompt on the server")
         assert self.emu.user_messages(cid) == list(prompts)
 
     def wait_mirrored(self, folder: Path, cid: str, timeout: float = 60) -> None:
-        """The transcript is the server's rendering and the folder is idle with nothing queued."""
+        """The transcript shows the server's messages (revisions read) and the folder is idle, nothing queued."""
 
         def done() -> bool:
             return (
-                _read(folder / "transcript.md") == self.rendering(cid)
+                shows(_read(folder / "transcript.md"), self.messages(cid))
                 and _read(folder / "status").strip() == "idle"
                 and not self.emu.active_runs
             )

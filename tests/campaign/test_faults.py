@@ -150,8 +150,8 @@ def test_connection_resets_before_and_after_the_server_applied_a_send(rig: Rig) 
     ],
 )
 def test_a_stream_cut_mid_reply_ends_with_the_servers_reply_in_the_transcript(rig: Rig, finish_run: bool) -> None:
-    """A reply stream cut after a few events: the transcript ends as the server's messages say (the complete
-    reply when the run finished, no reply when the cut cancelled it), never with the half-streamed tail."""
+    """A reply stream cut after a few events: the transcript shows the server's messages (the complete reply
+    when the run finished, no reply when the cut cancelled it); what streamed stands, marked interrupted."""
     rig.start()
     folder, cid = rig.conversation("Cut")
     rig.emu.set_faults([FaultRule(route="stream_message", stream_cut_after=6, finish_run=finish_run, count=1)])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from convsync.api.models import Message
+from convsync.mirror.transcript import INTERRUPTED, render_body
 from tests.integration.conftest import Mirror
 from tests.waiting import wait_until
 
@@ -95,28 +97,35 @@ def test_a_deleted_transcript_is_regenerated(mirror: Mirror) -> None:
     assert (folder / "transcript.md").read_text() == mirror.server_rendering(cid)
 
 
-def test_a_tail_left_by_a_crash_is_replaced_by_the_server_rendering(mirror: Mirror) -> None:
-    """A half-written reply after the committed text (a crash mid-stream) is cut and re-rendered at start."""
-    folder, cid = chat(mirror)
+def test_a_tail_left_by_a_crash_stands_and_is_closed(mirror: Mirror) -> None:
+    """A half-written reply after the committed text (a crash mid-stream) is never cut: it is closed at start."""
+    folder, _ = chat(mirror)
+    transcript = folder / "transcript.md"
     (folder / "prompt.txt").write_text("hello")
-    wait_until(lambda: "You said: hello" in (folder / "transcript.md").read_text(), 10)
+    wait_until(lambda: "You said: hello" in transcript.read_text(), 10)
     mirror.wait_idle(folder)
     mirror.stop()
-    with (folder / "transcript.md").open("a") as f:
-        f.write("## Agent · 2025-01-01 00:00 UTC\n\nhalf a rep")
+    with transcript.open("a") as f:
+        f.write("## Agent · 2025-01-01 00:00 UTC\n\n```\nhalf a rep")
+    before = transcript.read_text()
     mirror.start()
-    wait_until(lambda: "half a rep" not in (folder / "transcript.md").read_text(), 10)
-    assert (folder / "transcript.md").read_text() == mirror.server_rendering(cid)
+    wait_until(lambda: transcript.read_text() != before, 10, what="the half reply to be closed")
+    added = transcript.read_text()[len(before) :]
+    assert added.startswith("\n```\n\n## Interrupted · ")
+    assert added.endswith(f"UTC\n\n> {INTERRUPTED}\n\n")
 
 
 def test_a_cut_stream_still_ends_with_the_whole_reply(mirror: Mirror) -> None:
-    """If the reply stream breaks, the prompt is not resent and the reply is read from the messages route."""
+    """If the reply stream breaks, the prompt is not resent; what streamed stands and the reply follows."""
     from convsync.emulator import FaultRule
 
     folder, cid = chat(mirror)
+    transcript = folder / "transcript.md"
     mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", stream_cut_after=4, finish_run=True, count=1)])
     (folder / "prompt.txt").write_text("cut me")
-    wait_until(lambda: "You said: cut me" in (folder / "transcript.md").read_text(), 15)
+    wait_until(lambda: "You said: cut me" in transcript.read_text(), 15)
     mirror.wait_idle(folder)
     assert mirror.emu.user_messages(cid) == ["cut me"]
-    wait_until(lambda: (folder / "transcript.md").read_text() == mirror.server_rendering(cid), 10)
+    reply = [Message.from_wire(m) for m in mirror.emu.messages(cid)][-1]
+    wait_until(lambda: transcript.read_text().endswith(render_body(reply)), 10, what="the whole reply at the end")
+    assert transcript.read_text().count("## User") == 1

@@ -12,6 +12,8 @@ from convsync.api.models import (
     MessageFinished,
     MessageStarted,
     PartDelta,
+    PartFinished,
+    StreamStarted,
     TextPart,
     ThoughtPart,
     ToolCallPart,
@@ -20,7 +22,9 @@ from convsync.mirror.state import TranscriptEntry
 from convsync.mirror.transcript import (
     LiveTail,
     apply_plan,
-    digest,
+    closer,
+    content_hash,
+    notice,
     plan_transcript,
     read_tail,
     render_message,
@@ -42,7 +46,7 @@ def committed(*messages: Message) -> list[TranscriptEntry]:
     for m in messages:
         text = render_message(m)
         offset += len(text.encode())
-        out.append(TranscriptEntry(m.message_id, digest(text), offset))
+        out.append(TranscriptEntry(m.message_id, content_hash(m), offset))
     return out
 
 
@@ -86,9 +90,9 @@ def test_the_live_tail_equals_the_final_rendering(tmp_path: Path) -> None:
     """Prompt and streamed deltas appended live produce exactly the rendering of the final messages."""
     path = tmp_path / "transcript.md"
     path.write_text("")
-    tail = LiveTail(path)
-    tail.user_prompt("Hi", T0)
-    tail.on_event(MessageStarted("a1"), T0)
+    tail = LiveTail(path, prompt="Hi")
+    tail.on_event(StreamStarted("r", "c", T0))
+    tail.on_event(MessageStarted("a1", T0))
     for index, kind, text in [
         (0, "thought", "Think"),
         (0, "thought", "ing."),
@@ -142,12 +146,50 @@ def test_plan_commits_a_tail_that_matches_the_server() -> None:
     assert [e.message_id for e in plan.commit] == ["m1", "m2"]
 
 
-def test_plan_rewrites_a_tail_that_differs() -> None:
-    """A tail that is not the server's rendering (crash mid-stream, another heading time) is replaced."""
+def test_a_tail_that_differs_stands_and_the_server_version_follows_as_a_revision() -> None:
+    """A streamed reply the server stored differently is not cut: it is closed and its final form appended."""
+    m1, m2 = user("m1", "a"), agent("m2", "the whole answer")
+    tail = render_message(m1) + "## Agent · 2025-06-23 15:05 UTC\n\n<details><summary>Thought</summary>\n\nThin"
+    plan = plan_transcript([], len(tail.encode()), tail, [m1, m2])
+    assert plan.write == "append"
+    assert plan.append_text == "\n\n" + render_message(m2, revised=True)
+    assert [e.message_id for e in plan.commit] == ["m1", "~orphan", "m2"]
+    assert plan.commit[-1].committed_offset == len((tail + plan.append_text).encode())
+
+
+def test_a_cut_fence_is_closed_before_the_revision() -> None:
+    """Half a code block left by a cut stream cannot swallow the revision after it."""
+    m2 = agent("m2", "done")
+    tail = "## Agent · 2025-06-23 15:05 UTC\n\n```python\nprint("
+    plan = plan_transcript([], len(tail.encode()), tail, [m2])
+    assert plan.append_text.startswith("\n```\n\n## Agent · 2025-06-23 15:05 UTC · revised\n\n")
+
+
+def test_a_heading_minute_that_differs_from_the_server_is_not_a_change() -> None:
+    """A message streamed under another minute than the server's created_at is committed as it stands."""
     m1 = user("m1", "a")
-    plan = plan_transcript([], 10, "## Agent · partial", [m1])
-    assert plan.write == "rewrite"
-    assert plan.full_text == render_message(m1)
+    tail = render_message(m1).replace("15:05", "15:06")
+    plan = plan_transcript([], len(tail.encode()), tail, [m1])
+    assert (plan.write, [e.message_id for e in plan.commit]) == ("none", ["m1"])
+
+
+def test_a_message_posted_elsewhere_meanwhile_does_not_revise_the_streamed_reply() -> None:
+    """The server may place a message from elsewhere before the streamed ones: it is appended after them."""
+    other, m1, m2 = user("o", "from the web"), user("m1", "a"), agent("m2", "b")
+    tail = render_message(m1) + render_message(m2)
+    plan = plan_transcript([], len(tail.encode()), tail, [other, m1, m2])
+    assert plan.append_text == render_message(other)
+    assert [e.message_id for e in plan.commit] == ["m1", "m2", "o"]
+
+
+def test_a_notice_in_the_tail_is_kept() -> None:
+    """A failure notice written while streaming is convsync's own text: committed, never revised."""
+    m1 = user("m1", "a")
+    tail = render_message(m1) + notice("Failed", T0, ["The agent failed: boom"])
+    plan = plan_transcript([], len(tail.encode()), tail, [m1])
+    assert plan.write == "none"
+    assert [e.message_id for e in plan.commit] == ["m1", "~notice"]
+    assert plan.commit[-1].committed_offset == len(tail.encode())
 
 
 def test_plan_keeps_a_live_tail_the_server_has_not_caught_up_with() -> None:
@@ -167,12 +209,31 @@ def test_plan_regenerates_a_deleted_transcript() -> None:
     assert plan.full_text == render_message(m1)
 
 
-def test_plan_rewrites_when_the_server_changed_a_committed_message() -> None:
-    """An edited earlier message changes its hash: the file is rewritten."""
+def test_a_message_changed_on_the_server_is_appended_as_a_revision() -> None:
+    """An earlier message edited on the server gets its new form appended, marked revised; nothing is cut."""
     rows = committed(user("m1", "old"))
     plan = plan_transcript(rows, rows[-1].committed_offset, "", [user("m1", "new")])
-    assert plan.write == "rewrite"
-    assert "new" in plan.full_text
+    assert plan.write == "append"
+    assert plan.append_text == render_message(user("m1", "new"), revised=True)
+    assert plan.keep == 1
+
+
+def test_entries_of_a_rewriting_convsync_are_taken_over_without_a_revision() -> None:
+    """State written before the log was append-only (rendering hashes) causes no revision after an upgrade."""
+    m1 = user("m1", "a")
+    old = [TranscriptEntry("m1", "0" * 64, len(render_message(m1).encode()))]
+    plan = plan_transcript(old, old[0].committed_offset, "", [m1])
+    assert plan.write == "none"
+    assert (plan.keep, plan.commit) == (0, (TranscriptEntry("m1", content_hash(m1), old[0].committed_offset),))
+
+
+def test_an_unclosed_fence_is_closed_within_its_message() -> None:
+    """A text part that opens a code block and never closes it gets the closing fence in its rendering."""
+    text = "Here:\n~~~~sh\nls -l"
+    assert closer(text) == "\n~~~~"
+    assert render_message(user("m1", text)).endswith("ls -l\n~~~~\n\n")
+    assert closer("```\nfine\n```\n") == ""
+    assert closer("<!-- a comment that never ends") == "\n-->"
 
 
 def test_an_incomplete_last_message_is_not_rendered_yet() -> None:
@@ -201,3 +262,32 @@ def test_apply_plan_and_read_tail_round_trip(tmp_path: Path) -> None:
     apply_plan(path, plan)
     assert path.read_text() == render_message(m1) + render_message(m2)
     assert read_tail(path, plan.commit[-1].committed_offset) == (len(path.read_bytes()), "")
+
+
+def test_a_tool_call_is_written_live_in_its_final_form_before_the_text_after_it(tmp_path: Path) -> None:
+    """A finished tool call is written when the stream says so, and the answer after it streams live."""
+    path = tmp_path / "transcript.md"
+    tool = ToolCallPart("b", "get_weather", arguments_raw='{"city": "Oslo"}', status="finished", result='{"t": 21}')
+    final = Message("a1", "agent", (ThoughtPart("t", "Hm."), tool, TextPart("x", "21 °C")), T0)
+    tail = LiveTail(path)
+    tail.on_event(MessageStarted("a1", T0))
+    tail.on_event(PartDelta("a1", 0, "thought", "Hm."))
+    tail.on_event(PartFinished("a1", 1, tool))
+    tail.on_event(PartDelta("a1", 2, "text", "21 "))
+    assert path.read_text().endswith('"t": 21\n}\n```\n\n</details>\n\n21 ')
+    tail.on_event(PartDelta("a1", 2, "text", "°C"))
+    tail.on_event(MessageFinished(final))
+    assert path.read_text() == render_message(final)
+
+
+def test_text_after_an_unfinished_part_waits_for_it(tmp_path: Path) -> None:
+    """Parts are written in order: a later part's text is held until the part before it is finished."""
+    path = tmp_path / "transcript.md"
+    chart = ChartPart("c", '{"mark": "bar"}', description="Bars")
+    final = Message("a1", "agent", (chart, TextPart("x", "Here.")), T0)
+    tail = LiveTail(path)
+    tail.on_event(MessageStarted("a1", T0))
+    tail.on_event(PartDelta("a1", 1, "text", "Here."))
+    assert path.read_text() == "## Agent · 2025-06-23 15:05 UTC\n\n"
+    tail.on_event(MessageFinished(final))
+    assert path.read_text() == render_message(final)
