@@ -42,6 +42,7 @@ class Exit(IntEnum):
     OK = 0
     BUG = 1
     USAGE = 2
+    DAEMON_NOT_RUNNING = 3  # `convsync status`: no daemon mirrors this state directory (as LSB's status)
     STATE_UNUSABLE = 65
     ROOT_UNAVAILABLE = 69
     MISSING_EXTRA = 72

@@ -37,6 +37,7 @@ from convsync.cli import Exit
 from convsync.config import Config, load_config
 from convsync.control import PASS_TIMEOUT_SECONDS, ControlServer, Progress, Reply, error_reply
 from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, TransientError, UntrustedCertificate
+from convsync.heartbeat import STOPPED_STATUS, Heartbeat, mark_folders_stopped
 from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
@@ -92,6 +93,7 @@ class Daemon:
         self._ready = False
         self._reloads = threading.Condition()
         self._reload_outcome: tuple[int, str | None] = (0, None)  # (reloads done, the last one's problem)
+        self._heartbeat: Heartbeat | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -118,6 +120,8 @@ class Daemon:
         state_dir = paths.state_dir(self.config.state_dir)
         try:
             with InstanceLock(state_dir), RootLock(self.config.root, state_dir), self._signal_handlers():
+                self._heartbeat = Heartbeat(state_dir)
+                self._heartbeat.start()
                 log.info(
                     "convsync starting: root %s, server %s, key from the %s, state in %s",
                     self.config.root,
@@ -164,8 +168,10 @@ class Daemon:
                 next_status = time.monotonic()
             now = time.monotonic()
             if now >= next_status:
-                summary = str(engine.summary())
+                summary_value = engine.summary()
+                summary = str(summary_value)
                 self.notifier.status(summary if ready else f"starting: first scan; {summary}")
+                self._beat(engine, summary_value)
                 next_status = now + self.status_interval
                 healthy = self._check_health(engine, healthy)
             if watchdog_interval is not None and now >= next_watchdog:
@@ -178,6 +184,12 @@ class Daemon:
                 wake_at = min(wake_at, now + _STARTUP_POLL_SECONDS)
             self._sleep(wake_at - time.monotonic())
         log.info("stopping (%s)", self._stop_signal)
+
+    def _beat(self, engine: EngineLike, summary: object) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.update(
+                last_contact=getattr(engine, "last_contact", None), last_error=getattr(summary, "last_error", None)
+            )
 
     def _check_first_pass(self, engine: EngineLike) -> None:
         """A key refused (exit 77) or a certificate that cannot be trusted (exit 76) in the first pass stops the
@@ -296,6 +308,10 @@ class Daemon:
             if not quiet:
                 raise
             log.exception("stopping the sync engine failed as well")
+        if self._heartbeat is not None and not quiet:
+            self._heartbeat.stopped()
+            marked = mark_folders_stopped(self.config, paths.state_dir(self.config.state_dir))
+            log.debug("%d conversation folders say %r", marked, STOPPED_STATUS)
         log.info("stopped")
 
     @contextlib.contextmanager

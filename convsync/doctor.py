@@ -30,6 +30,7 @@ from convsync.errors import (
     RedirectRefused,
     UntrustedCertificate,
 )
+from convsync.heartbeat import daemon_state
 from convsync.lock import holder_pid
 from convsync.logs import redact
 from convsync.trust import trust_warnings
@@ -113,12 +114,24 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
     _check_root(config, report)
     check_inotify(config.root, report)
     _check_state_dir(paths.state_dir(config.state_dir), report)
-    pid = holder_pid(paths.state_dir(config.state_dir))
-    if pid:
-        report.info("daemon", f"running (pid {pid}) with this state directory")
+    _check_daemon(paths.state_dir(config.state_dir), report)
     code = report.exit_code()
     say("All checks passed." if code == Exit.OK else f"Some checks failed (exit status {int(code)}).")
     return code
+
+
+def _check_daemon(state_dir: Path, report: Report) -> None:
+    """The daemon's heartbeat (``convsync.heartbeat``); the lock's pid covers a daemon too old to beat."""
+    daemon = daemon_state(state_dir)
+    if daemon.running:
+        report.ok("daemon", daemon.text)
+        return
+    pid = holder_pid(state_dir)
+    if pid:
+        report.ok("daemon", f"running (pid {pid}) with this state directory")
+        return
+    text, _, fix = daemon.text.partition(" — ")
+    report.problem("daemon", text, fix, Exit.DAEMON_NOT_RUNNING)
 
 
 def _client(config: Config) -> AgentClient:

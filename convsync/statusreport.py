@@ -3,8 +3,10 @@ setting that weakens trust in the server (``convsync.trust``).
 
 Reads the state database through a read-only connection, so it works while the daemon runs (WAL lets readers
 in without blocking the writer) and never changes anything; needs no API key. The running daemon's live
-figures (from its control socket) come first when there is one. ``--json`` prints the versioned schema of
-``docs/status-json.md`` (``SCHEMA_VERSION``): numbers as numbers, never preformatted text.
+figures (from its control socket) come first when there is one; without one, its heartbeat
+(``convsync.heartbeat``) says why (stopped when, ended without stopping, never ran) and the command exits 3, like
+``systemctl status`` of a stopped unit. ``--json`` prints the versioned schema of ``docs/status-json.md``
+(``SCHEMA_VERSION``): numbers as numbers, never preformatted text.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from convsync.cli import Exit
 from convsync.config import Config
+from convsync.heartbeat import DaemonState, daemon_state
 from convsync.mirror.engine import state_path
 from convsync.mirror.folders import ROOT_MARKER
 from convsync.mirror.state import State, StateError
@@ -110,16 +114,19 @@ def _mib(n: int) -> str:
 
 
 def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = None) -> int:
-    """Print the report (``live``: the running daemon's answer to ``status``, or None when none runs)."""
+    """Print the report (``live``: the running daemon's answer to ``status``, or None when none runs); exit 3
+    (``Exit.DAEMON_NOT_RUNNING``) when no daemon runs for the state directory."""
     report = collect(config)
+    beat = daemon_state(state_path(config).parent)
+    code = Exit.OK if live is not None or beat.running else Exit.DAEMON_NOT_RUNNING
     if as_json:
-        print(json.dumps(as_document(config, report, live), indent=2, ensure_ascii=False))
-        return 0
-    print(printable(_daemon_line(live)))
+        print(json.dumps(as_document(config, report, live, beat), indent=2, ensure_ascii=False))
+        return code
+    print(printable(_daemon_line(live, beat)))
     if report is None:
         _print_warnings(_warnings(config))
         print(f"no state yet: convsync has not run with this configuration (root {config.root})")
-        return 0
+        return code
     out = sys.stdout
     _print_warnings(report.warnings)
     print(f"root: {report.root}" + ("" if report.root_ok else f"  (MISSING {ROOT_MARKER}: is the disk mounted?)"))
@@ -131,31 +138,48 @@ def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = No
     for c in active + others:
         queue = []
         if c.queued_prompts:
-            queue.append(f"{c.queued_prompts} prompt(s) queued")
+            queue.append(f"{c.queued_prompts} prompt{'' if c.queued_prompts == 1 else 's'}")
         if c.queued_uploads:
-            queue.append(f"{c.queued_uploads} upload(s) queued")
+            queue.append(f"{c.queued_uploads} upload{'' if c.queued_uploads == 1 else 's'}")
         state = "" if c.state == "active" else f" [{c.state}]"
-        out.write(f"\n{printable(c.folder)}{state}\n  id: {printable(c.id)}\n  status: {printable(c.activity)}\n")
+        out.write(f"\n{printable(c.folder)}{state}\n  id: {printable(c.id)}\n")
+        if c.name:
+            out.write(f"  name on the server: {printable(c.name)}\n")
+        out.write(f"  status: {printable(c.activity)}\n")
         if queue:
-            out.write(f"  queue: {', '.join(queue)}\n")
+            out.write(f"  queued: {', '.join(queue)}\n")
         for t in c.transfers:
             out.write(f"  uploading: {printable(t.text)}\n")
         if c.last_error:
             out.write(f"  last error: {printable(c.last_error)}\n")
-    return 0
+    return code
 
 
-def _daemon_line(live: dict[str, Any] | None) -> str:
+def _daemon_line(live: dict[str, Any] | None, beat: DaemonState) -> str:
+    """``live`` (the control socket's answer) says it runs; the heartbeat adds how long and when the server last
+    answered, or why it does not run."""
     if live is None:
-        return "daemon: not running (figures below are from the state files)"
+        if beat.running:
+            return f"daemon: {beat.text}; its control socket did not answer"
+        return f"daemon: {beat.text} (figures below are from the state files)"
+    head = beat.text if beat.running and beat.pid == live.get("pid") else f"running (pid {live.get('pid')})"
     if not live.get("ready"):
-        return f"daemon: running (pid {live.get('pid')}), starting: first scan; {live.get('summary', '')}"
-    return f"daemon: running (pid {live.get('pid')}): {live.get('summary', '')}"
+        return f"daemon: {head}, starting: first scan; {live.get('summary', '')}"
+    return f"daemon: {head}: {live.get('summary', '')}"
 
 
-def as_document(config: Config, report: StatusReport | None, live: dict[str, Any] | None) -> dict[str, Any]:
+def as_document(
+    config: Config, report: StatusReport | None, live: dict[str, Any] | None, beat: DaemonState | None = None
+) -> dict[str, Any]:
     """The ``--json`` document (docs/status-json.md)."""
-    daemon: dict[str, Any] = {"running": live is not None}
+    beat = beat or daemon_state(state_path(config).parent)
+    daemon: dict[str, Any] = {
+        "running": live is not None or beat.running,
+        "text": beat.text,
+        "started": beat.started,
+        "last_contact": beat.last_contact,
+        "stopped": beat.stopped,
+    }
     if live is not None:
         daemon |= {
             "pid": live.get("pid"),

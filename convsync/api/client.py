@@ -171,6 +171,7 @@ class AgentClient:
         self._base_path = url.path.rstrip("/")
         self._urls: dict[tuple[str, ...], httpx.URL] = {}  # _url's answers: building an httpx.URL costs more
         self.base_url = str(self._origin).rstrip("/") + self._base_path
+        self.last_response: float | None = None  # wall time of the server's last answer (the daemon's heartbeat)
         self._key = _Secret(api_key)
         self.max_retries = max_retries
         self._backoff = backoff or Backoff()
@@ -565,6 +566,7 @@ class AgentClient:
             retry_after: float | None = None
             try:
                 response = self._http.send(request, stream=stream)
+                self.last_response = time.time()  # the server answered (whatever it said)
             except httpx.TransportError as exc:
                 error: ApiError = self._transport_error(exc, method, url)
                 nothing_sent = isinstance(exc, _NOTHING_SENT)

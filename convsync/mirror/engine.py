@@ -365,6 +365,11 @@ class Engine:
                 raise TimeoutError("the pass did not finish in time")
             return self._pass_error
 
+    @property
+    def last_contact(self) -> float | None:
+        """Wall time of the server's last answer to this engine (``convsync.heartbeat``)."""
+        return self._client.last_response
+
     def healthy(self) -> bool:
         if not self._started or self._stopping.is_set():
             return False
@@ -657,6 +662,7 @@ class Engine:
             for agent in self._resolve_agents():
                 with self._agents_lock:  # the listing must not be older than the bindings it is planned with
                     remote = self._client.list_conversations(agent.id)
+                    self._state.refresh_names(agent.id, {c.id: c.name for c in remote})  # for convsync status
                     self._agent_pass(agent, remote)
         except ApiError as exc:
             if isinstance(exc, AuthError):

@@ -26,7 +26,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,6 +503,17 @@ class State:
     def set_conversation_name(self, cid: str, name: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE conversations SET name=? WHERE id=? AND name!=?", (name, cid, name))
+
+    def refresh_names(self, agent_id: str, names: Mapping[str, str]) -> int:
+        """Record the server's current names (``id → name``) of an agent's conversations; how many changed.
+
+        Read first, written only when a name differs: this runs on every pass over the server's lists."""
+        rows = self._read("SELECT id, name FROM conversations WHERE agent_id=?", (agent_id,))
+        changed = [(names[r["id"]], r["id"]) for r in rows if r["id"] in names and names[r["id"]] != r["name"]]
+        if changed:
+            with self._write(durable=False) as conn:  # shown only; the next pass writes it again if lost
+                conn.executemany("UPDATE conversations SET name=? WHERE id=?", changed)
+        return len(changed)
 
     def set_activity(self, cid: str, activity: str, last_error: str | None) -> None:
         """What ``convsync status`` shows for the conversation (the same text as its ``status`` file)."""

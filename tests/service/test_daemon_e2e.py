@@ -213,3 +213,42 @@ def test_sync_works_under_memory_deny_write_execute(setup: Setup) -> None:
     folder = setup.folder_of(cid)
     assert folder is not None
     assert pq.read_table(folder / "data-frames" / "sales.parquet").num_rows == 50
+
+
+def status_of(setup: Setup) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "convsync", "status", "--config", str(setup.config)],
+        env=setup.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_status_says_whether_the_daemon_runs_and_folders_say_it_stopped(
+    daemon: subprocess.Popen[bytes], notify_socket: NotifyListener, setup: Setup
+) -> None:
+    """`convsync status` names the running daemon (exit 0); after a clean stop it says NOT running with the way
+    to start it (exit 3), and each conversation's status file says `daemon stopped`."""
+    notify_socket.wait_for("READY=1")
+    cid = setup.emu.create_conversation(setup.emu.agent_id("Demo Agent"), "Watched")
+    folder = wait_until(lambda: setup.folder_of(cid), timeout=30, what="the conversation's folder")
+    wait_until(lambda: (folder / "status").read_text() == "idle\n", 30, what="an idle folder")
+    notify_socket.wait_for("STATUS=", times=2)  # a status interval passed: the heartbeat has the server's answer
+
+    running = status_of(setup)
+
+    assert running.returncode == 0, running.stdout + running.stderr
+    first = running.stdout.splitlines()[0]
+    assert first.startswith(f"daemon: running (pid {daemon.pid}, up "), first
+    assert "server reached" in first and "not reached" not in first
+
+    daemon.send_signal(signal.SIGTERM)
+    assert setup.exit_code(daemon, notify_socket) == 0, setup.log.read_text()
+    stopped = status_of(setup)
+
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert stopped.stdout.startswith("daemon: NOT running (stopped ")
+    assert "start it with `systemctl --user start convsync` (or run `convsync run`)" in stopped.stdout
+    assert (folder / "status").read_text() == "daemon stopped\n"

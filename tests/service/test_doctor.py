@@ -13,6 +13,7 @@ import pytest
 
 from convsync.doctor import Report, check_inotify, run_doctor
 from convsync.emulator import EmulatorOptions, EmulatorServer
+from convsync.heartbeat import Heartbeat
 
 KEY = "s4w_test-key"
 
@@ -46,17 +47,33 @@ def closed_port() -> int:
 
 
 def test_all_checks_pass(emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A good config, key, server, root and state dir: every line is ok and the exit code is 0."""
+    """A good config, key, server, root and state dir, a daemon beating: every line is ok and the exit code is 0."""
+    monkeypatch.setenv("CONVSYNC_API_KEY", KEY)
+    config = write_config(tmp_path, emu.base_url)
+    (tmp_path / "state").mkdir(mode=0o700)
+    Heartbeat(tmp_path / "state").start()  # this process plays a daemon that just started
+
+    code, out = doctor(config)
+
+    assert code == 0, out
+    assert "PROBLEM" not in out
+    for topic in ("config", "API key", "server", "root", "inotify", "state", "daemon"):
+        assert f"ok       {topic}:" in out
+    assert "Demo Agent" in out
+    assert "All checks passed." in out
+
+
+def test_a_daemon_not_running_is_a_problem_with_the_fix(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything else fine but no daemon: doctor says so, how to start it, and exits 3."""
     monkeypatch.setenv("CONVSYNC_API_KEY", KEY)
 
     code, out = doctor(write_config(tmp_path, emu.base_url))
 
-    assert code == 0, out
-    assert "PROBLEM" not in out
-    for topic in ("config", "API key", "server", "root", "inotify", "state"):
-        assert f"ok       {topic}:" in out
-    assert "Demo Agent" in out
-    assert "All checks passed." in out
+    assert code == 3, out
+    assert "PROBLEM  daemon: NOT running" in out
+    assert "fix: start it with `systemctl --user start convsync` (or run `convsync run`)" in out
 
 
 def test_broken_config_exits_78_with_each_fix(tmp_path: Path) -> None:
