@@ -161,6 +161,7 @@ EXIT_CODES_TEXT = "\n".join(
         "  0   done",
         "  1   an unexpected error: a bug, please report it",
         "  2   wrong command-line arguments",
+        "  3   status, doctor: no convsync daemon runs for this state directory",
         "  65  the state database is corrupt or newer than this convsync (the message says: upgrade, or repair)",
         "  69  the mirror root has no .convsync-root marker (unmounted disk?)",
         "  72  the command needs an optional extra that is not installed (the message says how to add it)",
