@@ -72,6 +72,7 @@ class Config:
     debounce_ms: int = 100
     on_local_delete: Literal["detach", "delete_remote"] = "detach"
     log_level: str = "info"
+    frame_formats: tuple[str, ...] = ("parquet",)  # data_frames.formats: Parquet always, CSV beside it on request
     state_dir: Path | None = None  # None: platformdirs' user state dir (load_config always fills it in)
     config_file: Path | None = None  # the file this config was read from
     api_key_source: str = ""  # where the key came from, for messages ("environment variable X", "file F", …)
@@ -80,7 +81,19 @@ class Config:
 
 
 # Keys known at each level, for unknown-key suggestions.
-_TOP_KEYS = ("server", "root", "agents", "poll", "debounce_ms", "on_local_delete", "log_level", "state_dir", "profiles")
+_TOP_KEYS = (
+    "server",
+    "root",
+    "agents",
+    "poll",
+    "data_frames",
+    "debounce_ms",
+    "on_local_delete",
+    "log_level",
+    "state_dir",
+    "profiles",
+)
+FRAME_FORMATS = ("parquet", "csv")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROFILE_ENV = "CONVSYNC_PROFILE"
 _SERVER_KEYS = (
@@ -97,12 +110,14 @@ _SERVER_KEYS = (
 )
 _RATE_KEYS = ("requests", "per_seconds")
 _POLL_KEYS = ("active_seconds", "idle_seconds", "conversations_seconds", "rescan_seconds")
+_FRAME_KEYS = ("formats",)
 _AGENT_KEYS = ("name", "id", "folder")
 _ALL_KEYS = {
     **{k: k for k in _TOP_KEYS},
     **{k: f"server.{k}" for k in _SERVER_KEYS},
     **{k: f"server.rate_limit.{k}" for k in _RATE_KEYS},
     **{k: f"poll.{k}" for k in _POLL_KEYS},
+    **{k: f"data_frames.{k}" for k in _FRAME_KEYS},
 }
 
 _TAG = "tag:yaml.org,2002:"
@@ -318,6 +333,7 @@ class _Settings:
     debounce_ms: int = 100
     on_local_delete: Literal["detach", "delete_remote"] = "detach"
     log_level: str = "info"
+    frame_formats: tuple[str, ...] = ("parquet",)
     state_dir: Path | None = None
     profile: str = ""
 
@@ -364,10 +380,18 @@ def _parse(reader: _Reader, text: str, profile: str = "") -> _Settings:
         root = reader.path("root", top["root"])
         if root is not None:
             settings.root = root
+    _parse_sections(reader, top, settings)
+    return settings
+
+
+def _parse_sections(reader: _Reader, top: dict[str, Node], settings: _Settings) -> None:
+    """Every top-level key but ``server``, ``root`` and ``profiles``."""
     if "agents" in top:
         settings.agents = _parse_agents(reader, top["agents"])
     if "poll" in top:
         _parse_poll(reader, top["poll"], settings)
+    if "data_frames" in top:
+        _parse_data_frames(reader, top["data_frames"], settings)
     if "debounce_ms" in top:
         debounce = reader.number(
             "debounce_ms", top["debounce_ms"], integer=True, exclusive=False, maximum=60_000, example="100"
@@ -384,7 +408,6 @@ def _parse(reader: _Reader, text: str, profile: str = "") -> _Settings:
             settings.log_level = level
     if "state_dir" in top and not reader.is_null(top["state_dir"]):
         settings.state_dir = reader.path("state_dir", top["state_dir"])
-    return settings
 
 
 def _choose_profile(
@@ -730,6 +753,23 @@ def _folder_problem(folder: str) -> str | None:
     return None
 
 
+def _parse_data_frames(reader: _Reader, node: Node, settings: _Settings) -> None:
+    section = reader.mapping("data_frames", node, _FRAME_KEYS)
+    if section is None or "formats" not in section:
+        return
+    formats = section["formats"]
+    if not isinstance(formats, SequenceNode):
+        reader.wrong_type("data_frames.formats", formats, "a list", "write `formats: [parquet, csv]`")
+        return
+    chosen: list[str] = []
+    for item in formats.value:
+        value = reader.choice("data_frames.formats", item, FRAME_FORMATS)
+        if value is not None and value not in chosen:
+            chosen.append(value)
+    # Parquet is the exact copy, and what convsync checks a frame against: it is always written.
+    settings.frame_formats = ("parquet", *(f for f in chosen if f != "parquet"))
+
+
 def _parse_poll(reader: _Reader, node: Node, settings: _Settings) -> None:
     poll = reader.mapping("poll", node, _POLL_KEYS)
     if poll is None:
@@ -988,6 +1028,7 @@ def parse_config(text: str, source: Path, *, require_key: bool = True, profile: 
         debounce_ms=settings.debounce_ms,
         on_local_delete=settings.on_local_delete,
         log_level=settings.log_level,
+        frame_formats=settings.frame_formats,
         state_dir=paths.state_dir(settings.state_dir),
         config_file=reader.source,
         api_key_source=origin,

@@ -186,3 +186,4 @@ class ConversationContext:
     traits: ServerTraits
     stopping: Callable[[], bool]
     replan: Callable[[], None]  # ask for the agent's pass (the conversation may be gone on the server)
+    frame_formats: tuple[str, ...] = ("parquet",)  # data_frames.formats: "csv" adds <name>.csv beside each frame

@@ -761,6 +761,22 @@ class Reconcile:
             self.rt.items.succeeded(key)
             self.ctx.traits.parquet_supported = result.parquet_supported
             state.set_frame(self.cid, info.name, result.fingerprint, file_name)
+            if "csv" in self.ctx.frame_formats:
+                self._write_csv(result.path)
+        if "csv" in self.ctx.frame_formats:  # frames exported before csv was asked for get theirs now
+            for row in rows.values():
+                parquet = self.folder / DATA_FRAMES / row.file_name
+                if row.file_name and parquet.is_file() and not dataframes.csv_path_for(parquet).exists():
+                    self._write_csv(parquet)
+
+    def _write_csv(self, parquet: Path) -> None:
+        reason = dataframes.write_csv(parquet)
+        if reason is not None:
+            self.ctx.report.note(
+                f"data-frames/{printable(parquet.name)} has no CSV copy: {reason}",
+                "read the Parquet file instead (e.g. with duckdb or pandas)",
+                once=True,
+            )
 
     # --- per-item failures ----------------------------------------------------------------------------------
 

@@ -524,3 +524,34 @@ def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     if t.is_time(a) and t.is_time(b):
         return _finer(a, b)
     return pa.string()
+
+
+def csv_path_for(parquet: Path) -> Path:
+    return parquet.with_suffix(".csv")
+
+
+def write_csv(parquet: Path) -> str | None:
+    """Write ``<name>.csv`` beside an exported frame (``data_frames.formats: [parquet, csv]``), atomically.
+
+    Streams the row groups, so a large frame is never whole in memory. Returns None, or why there is no CSV
+    (a column CSV cannot hold, such as a list or a struct).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    dest = csv_path_for(parquet)
+    tmp = temp_path_for(dest)
+    try:
+        source = pq.ParquetFile(parquet)
+        with pcsv.CSVWriter(str(tmp), source.schema_arrow) as writer:
+            for batch in source.iter_batches():
+                writer.write_batch(batch)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        tmp.unlink(missing_ok=True)
+        return f"CSV cannot hold its columns ({str(exc).splitlines()[0]})"
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _commit(tmp, dest)
+    return None

@@ -1009,6 +1009,7 @@ class Engine:
             traits=self._traits,
             stopping=self._stopping.is_set,
             replan=lambda: self._schedule(LISTS),
+            frame_formats=self._config.frame_formats,
         )
 
     # --- hints ----------------------------------------------------------------------------------------------
