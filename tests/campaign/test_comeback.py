@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,24 @@ def test_conversations_that_404_cost_no_more_requests_than_healthy_ones(rig: Rig
     gone = requests_during(rig, 5)
     assert gone <= healthy * 1.5 + 5, (gone, healthy)
     assert max_in_window(rig.transport.attempts, LIMIT.per_seconds) <= LIMIT.requests
+
+
+def test_conversations_that_404_ask_for_re_listing_on_a_backoff(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Polled every second but listed every 30 s: while three conversations 404 for 10 s, their agent is
+    re-listed a handful of times (a backoff per conversation), not after every poll of each."""
+    rig = Rig.make(emu, tmp_path, poll_conversations_seconds=30.0, rescan_seconds=30.0)
+    try:
+        cids = [emu.create_conversation(rig.aid, f"Gone {i}") for i in range(3)]
+        rig.start()  # lists them at once
+        for cid in cids:
+            rig.wait_mirrored(rig.folder_of(cid), cid)
+        for cid in cids:
+            hide(rig.emu, cid, "somewhere-else")
+        emu.clear_requests()
+        requests_during(rig, 10)
+        lists = [r for r in emu.requests if r.route == "list_conversations"]
+        polls = [r for r in emu.requests if r.route == "list_messages"]
+        assert len(polls) >= 15, len(polls)  # they were polled all along
+        assert len(lists) <= 12, (len(lists), len(polls))
+    finally:
+        rig.stop()
