@@ -32,9 +32,21 @@ def _one_line(text: str) -> str:
     return " ".join(printable(text).split())
 
 
+# "GET /tenants/T/api/v2/agents/<uuid>/conversations/<uuid>/messages: …" → "GET messages: …": the folder the
+# problem is reported in (or named by the log line) already says which conversation; the ids say nothing.
+_REQUEST_PATH = re.compile(
+    r"\b(GET|POST|PUT|PATCH|DELETE|HEAD) (?:/[^\s:]*)?/agents/[^/\s:]+(?:/conversations/[^/\s:]+)?(/[^\s:]*)?:"
+)
+
+
+def without_ids(text: str) -> str:
+    """``text`` with each request path of an agent or conversation cut to its route (``GET messages``)."""
+    return _REQUEST_PATH.sub(lambda m: f"{m.group(1)} {(m.group(2) or '/conversation').lstrip('/')}:", text)
+
+
 def _problem_line(problem: str) -> str:
     """A problem (which may quote the server) as one printable line in which no ``- fix:`` appears."""
-    return _FIX.sub(lambda m: m.group(0)[:-1] + "\\x3a", _one_line(problem))
+    return _FIX.sub(lambda m: m.group(0)[:-1] + "\\x3a", _one_line(without_ids(problem)))
 
 
 class ServerClock:
@@ -154,11 +166,17 @@ class Reporter:
             append_record(self.folder / ERRORS_LOG, line)
         except OSError as exc:
             log.warning("cannot append to %s: %s", self.folder / ERRORS_LOG, exc)
-        log.warning("%s: %s (fix: %s)", self.folder, problem, fix)
+        log.warning("%s: %s (fix: %s)", self.where, problem, fix)
+
+    @property
+    def where(self) -> str:
+        """The conversation as the log names it: its folder under the root ("Agent/Conversation")."""
+        return printable(f"{self.folder.parent.name}/{self.folder.name}")
 
     def clear(self) -> None:
-        """The last problem is solved."""
+        """The last problem is solved (logged once, as its appearance was)."""
         if self._problem is not None:
+            log.info("%s: working again (the problem was: %s)", self.where, self._problem)
             self._problem = None
             self._logged = None
             self._record()  # a failed reply stays the last error until a reply succeeds

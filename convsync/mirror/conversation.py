@@ -346,8 +346,10 @@ class Reconcile:
             return
         queued = _queued_text(counts.prompts, counts.uploads)
         if report.problem:
+            # An absolute time: the file is written once per attempt, and "retrying in 20 s" would go stale.
             retry = max(0.0, self.rt.retry_at - time.monotonic())
-            suffix = f" ({queued}; retrying in {retry:.0f} s)" if queued else ""
+            when = time.strftime("%H:%M:%SZ", time.gmtime(time.time() + retry)) if retry >= 1 else "now"
+            suffix = f" ({queued}; next try {'at ' + when if retry >= 1 else when})" if queued else ""
             report.status(f"error: {report.problem}{suffix}")
         elif queued:
             report.status(f"queued: {queued}")

@@ -35,7 +35,7 @@ from convsync.api.models import Agent, Conversation
 from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
 from convsync.mirror.atomic import TEMP_PREFIX
-from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits
+from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits, without_ids
 from convsync.mirror.conversation import (
     FOLDER_QUIET_SECONDS,
     PRE_SEND_FRESH_SECONDS,
@@ -625,9 +625,9 @@ class Engine:
             self._schedule(LISTS, 0.5)
         if outcome.transient is not None:
             if not self._server_trouble:
-                log.warning("the server is unreachable or failing: %s", outcome.transient)
+                log.warning("the server is unreachable or failing: %s", without_ids(str(outcome.transient)))
             self._server_trouble = True
-            self._problem("server", f"the server cannot be reached or failed: {outcome.transient}")
+            self._problem("server", f"the server cannot be reached or failed: {without_ids(str(outcome.transient))}")
         if outcome.auth is not None:
             self._problem("server", f"the server refused the API key: {outcome.auth}")
         rt = self._runtimes.get(cid)
