@@ -63,9 +63,13 @@ def mirror_one_prompt(mirror: Mirror) -> None:
     wait_until(mirror.agent_dir.is_dir, 10, what="the agent folder")
     folder.mkdir()
     cid = mirror.bound(folder)
+    mirror.wait_idle(folder)
     (folder / "prompt.txt").write_text("hello from this deployment\n")
+    transcript = folder / "transcript.md"
     wait_until(
-        lambda: "You said: hello from this deployment" in (folder / "transcript.md").read_text(), 15, what="reply"
+        lambda: transcript.is_file() and "You said: hello from this deployment" in transcript.read_text(),
+        15,
+        what="the reply in transcript.md",
     )
     mirror.wait_idle(folder)
     assert (folder / "transcript.md").read_text() == mirror.server_rendering(cid)
