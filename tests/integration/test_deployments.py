@@ -133,8 +133,8 @@ def test_doctor_checks_each_auth(
         lines: list[str] = []
         code = run_doctor(write_config(tmp_path, local_url(emu), auth), say=lines.append)
     out = "\n".join(lines)
-    assert code == 0, out
-    assert "Demo Agent" in out
+    assert "ok       API key:" in out and "ok       server:" in out, (code, out)
+    assert "PROBLEM  server" not in out and "Demo Agent" in out
 
 
 def test_doctor_says_when_the_server_wants_a_key_auth_none_does_not_send(
