@@ -136,7 +136,7 @@ def run_demo(keep: bool, directory: Path | None) -> int:
             print(f"  follow it live:    tail -f '{folder / 'transcript.md'}'")
             print(f"  send a prompt:     echo 'Hello again' > '{folder / 'prompt.txt'}'")
             print(f"  the data frame:    {folder / 'data-frames' / 'sales.parquet'}")
-            print(f"  status of all:     {KEY_ENV}={DEMO_KEY} convsync status --config '{config_path}'")
+            print(f"  status of all:     convsync status --config '{config_path}'")
             if keep:
                 _say("the emulator and the sync keep running; press Ctrl-C to stop")
                 with contextlib.suppress(KeyboardInterrupt):

@@ -73,6 +73,16 @@ def test_sync_asks_the_running_daemon_for_a_pass(daemon: Running, emulator: Emul
     assert folder.is_dir()
 
 
+def test_status_needs_no_key_and_lists_the_conversations(daemon: Running, emulator: EmulatorServer) -> None:
+    """With the daemon running, `status` with no key in the environment exits 0 and lists the conversations."""
+    emulator.create_conversation(emulator.agent_id("Demo Agent"), "Listed")
+    assert convsync("sync", "--config", str(daemon.config), env={KEY_ENV: emulator.api_key}).returncode == 0
+    assert KEY_ENV not in os.environ
+    done = convsync("status", "--config", str(daemon.config))
+    assert done.returncode == 0, done.stderr
+    assert "Demo Agent/Listed" in done.stdout
+
+
 def test_status_shows_the_daemons_live_figures(daemon: Running) -> None:
     """`convsync status` names the running daemon's pid and its live summary."""
     done = convsync("status", "--config", str(daemon.config))
