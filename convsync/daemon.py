@@ -123,10 +123,12 @@ class Daemon:
                 self._heartbeat = Heartbeat(state_dir)
                 self._heartbeat.start()
                 log.info(
-                    "convsync starting: root %s, server %s, key from the %s, state in %s",
+                    "convsync starting: root %s, server %s, %s, state in %s",
                     self.config.root,
                     self.config.url,
-                    self.config.api_key_source or "config",
+                    "no key (server.auth: none)"
+                    if self.config.auth == "none"
+                    else f"key from the {self.config.api_key_source or 'config'} (server.auth: {self.config.auth})",
                     state_dir,
                 )
                 log_trust_warnings(self.config, log)
