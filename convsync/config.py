@@ -65,6 +65,7 @@ class Config:
     timeout_seconds: float = 30.0
     rate_limit_requests: int = 30
     rate_limit_window_seconds: float = 10.0
+    rate_limit_background_share: float = 0.5  # polls and re-checks use at most this share of the window
     poll_active_seconds: float = 2.0
     poll_idle_seconds: float = 60.0
     poll_conversations_seconds: float = 30.0
@@ -108,7 +109,7 @@ _SERVER_KEYS = (
     "timeout_seconds",
     "rate_limit",
 )
-_RATE_KEYS = ("requests", "per_seconds")
+_RATE_KEYS = ("requests", "per_seconds", "background_share")
 _POLL_KEYS = ("active_seconds", "idle_seconds", "conversations_seconds", "rescan_seconds")
 _FRAME_KEYS = ("formats",)
 _AGENT_KEYS = ("name", "id", "folder")
@@ -326,6 +327,7 @@ class _Settings:
     timeout_seconds: float = 30.0
     rate_limit_requests: int = 30
     rate_limit_window_seconds: float = 10.0
+    rate_limit_background_share: float = 0.5  # polls and re-checks use at most this share of the window
     poll_active_seconds: float = 2.0
     poll_idle_seconds: float = 60.0
     poll_conversations_seconds: float = 30.0
@@ -586,6 +588,12 @@ def _parse_server(reader: _Reader, node: Node, settings: _Settings) -> None:
             window = reader.number("server.rate_limit.per_seconds", rate["per_seconds"], example="10")
             if window is not None:
                 settings.rate_limit_window_seconds = window
+        if rate is not None and "background_share" in rate:
+            share = reader.number(
+                "server.rate_limit.background_share", rate["background_share"], maximum=1.0, example="0.5"
+            )
+            if share is not None:
+                settings.rate_limit_background_share = share
 
 
 def _parse_url(reader: _Reader, node: Node) -> str | None:
@@ -1021,6 +1029,7 @@ def parse_config(text: str, source: Path, *, require_key: bool = True, profile: 
         timeout_seconds=settings.timeout_seconds,
         rate_limit_requests=settings.rate_limit_requests,
         rate_limit_window_seconds=settings.rate_limit_window_seconds,
+        rate_limit_background_share=settings.rate_limit_background_share,
         poll_active_seconds=settings.poll_active_seconds,
         poll_idle_seconds=settings.poll_idle_seconds,
         poll_conversations_seconds=settings.poll_conversations_seconds,

@@ -27,8 +27,9 @@ the retry gets 404. ``delete_conversation`` then reports success (a ``Conversati
 name), because the state the caller asked for is reached. A 404 on the first attempt is ``NotFound``.
 
 Rate limit. All threads using one client share one sliding-window limiter (default 30 requests / 10 s, well
-under the self-hosted gateway's 50 / 10 s); a request over the limit waits, it does not fail. A 429 pauses the
-limiter for everyone for the server's ``Retry-After``.
+under the self-hosted gateway's 50 / 10 s); a request over the limit waits, it does not fail. Requests go in
+lanes (``convsync.api.ratelimit``, set by the caller with ``request_lane``): interactive ones first, polls within
+their share of the window. A 429 pauses the limiter for everyone for the server's ``Retry-After``.
 
 Timeouts. Connecting: ``connect_timeout`` (10 s). Ordinary requests: ``timeout`` per read/write. The
 synchronous ``post_message`` waits up to ``run_timeout`` for the answer (the call lasts as long as the agent
@@ -118,6 +119,7 @@ class RateLimit:
 
     requests: int = 30
     per_seconds: float = 10.0
+    background_share: float = 0.5  # polls and re-checks (``Lane.BACKGROUND``) use at most this share
 
 
 class _Secret:
@@ -177,7 +179,13 @@ class AgentClient:
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._limiter = (
-            SlidingWindowLimiter(rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep)
+            SlidingWindowLimiter(
+                rate_limit.requests,
+                rate_limit.per_seconds,
+                background_share=rate_limit.background_share,
+                clock=clock,
+                sleep=sleep,
+            )
             if rate_limit is not None
             else None
         )
@@ -214,7 +222,9 @@ class AgentClient:
             timeout=config.timeout_seconds,
             verify=verify,
             use_truststore=config.use_truststore,
-            rate_limit=RateLimit(config.rate_limit_requests, config.rate_limit_window_seconds),
+            rate_limit=RateLimit(
+                config.rate_limit_requests, config.rate_limit_window_seconds, config.rate_limit_background_share
+            ),
             max_retries=max_retries,
         )
 
@@ -554,7 +564,7 @@ class AgentClient:
         maybe_applied = False
         while True:
             if self._limiter is not None:
-                self._limiter.acquire()
+                self._limiter.acquire()  # in the caller's lane (``ratelimit.request_lane``)
             request = self._http.build_request(
                 method,
                 url,

@@ -37,6 +37,7 @@ from convsync.api.models import (
     StreamStarted,
     ThreadRenamed,
 )
+from convsync.api.ratelimit import Lane, current_lane, request_lane
 from convsync.errors import (
     ApiError,
     AuthError,
@@ -102,6 +103,8 @@ class Flags:
     # counts only for a file not written after it: a writer that wrote again after that close is still busy.
     prompt_signal_ns: int = 0
     inbox_hints: set[str] = field(default_factory=set)
+    # Set for the one pass, never merged: files and frames wait for a job of the background lane.
+    defer_files: bool = False
 
     def merge(self, other: Flags) -> None:
         self.local |= other.local
@@ -213,12 +216,15 @@ class Reconcile:
                 self.rt.tracker.hint(hint)
             self._scan_inbox()
             self._take_prompt(max(self.flags.prompt_signal_ns, self.rt.pop_prompt_signal()))
-            replied = self._send_outbox()
-            if self.flags.poll or self.flags.full or self._transcript_out_of_step():
-                self._sync_transcript(self._get_messages())
+            with request_lane(Lane.INTERACTIVE):  # whatever brought the pass here, a send is for a person
+                replied = self._send_outbox()
+            # The read that completes a reply is interactive too; a poll stays in its job's lane.
+            with request_lane(Lane.INTERACTIVE if replied else current_lane()):
+                if self.flags.poll or self.flags.full or self._transcript_out_of_step():
+                    self._sync_transcript(self._get_messages())
             if replied or self._messages_changed or (self.flags.poll and self.rt.files_checked_at == 0.0):
                 self.rt.files_due = True  # the agent ran (or this is the first look): files and frames may be new
-            if self.flags.full or (self.rt.files_due and self._files_check_allowed()):
+            if self.flags.full or (self.rt.files_due and not self.flags.defer_files and self._files_check_allowed()):
                 self._sync_files()
                 self._export_frames()
                 self.rt.files_due = self._items_waiting()

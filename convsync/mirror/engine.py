@@ -32,6 +32,7 @@ from pathlib import Path
 from convsync import paths
 from convsync.api.client import AgentClient
 from convsync.api.models import Agent, Conversation
+from convsync.api.ratelimit import Lane, request_lane
 from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
 from convsync.mirror.atomic import TEMP_PREFIX
@@ -86,23 +87,20 @@ from convsync.watch import Hint, Watcher
 
 log = logging.getLogger(__name__)
 
-WORKERS = 4
-POLL_BUDGET_SHARE = 0.5  # polling may use half of the client's rate limit; sends and transfers get the rest
+WORKERS = 5  # one of them takes interactive jobs only, so a prompt never waits for a worker
 FIRST_POLL_REQUESTS = 3  # messages, files, frames
 REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
 CREATE_BATCH = 100  # new conversation folders built, fsynced and bound together
+FIRST_BATCH = 10  # the newest few are built (and fetched) first: the ones a person opens first
 LOGGED_ONE_BY_ONE = 3  # more new conversations at once are logged in one line
 DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
 JobKey = tuple[str, str]
 LISTS: JobKey = ("lists", "")
 RESCAN: JobKey = ("rescan", "")
-WATCH: JobKey = ("watch", "")
-# A first mirror starts the watcher once the folders it built had their first reconcile, or after this long.
-WATCH_DEFER_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +173,13 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._watcher: Watcher | None = None
         self._watch_lock = threading.Lock()  # the lists job and the watch job may both start the watcher
-        self._unwatched: set[str] = set()  # built before the watcher started and not reconciled yet
         self._due: dict[JobKey, float] = {}
+        self._lanes: dict[JobKey, Lane] = {}  # the lane of each due job: its most urgent reason
         self._first_hint: dict[JobKey, float] = {}
-        self._queue: deque[JobKey] = deque()
-        self._queued: set[JobKey] = set()  # the keys in ``_queue``
+        self._queues: dict[Lane, deque[JobKey]] = {lane: deque() for lane in Lane}
+        self._queued: dict[JobKey, Lane] = {}  # the keys in ``_queues``
         self._busy: set[JobKey] = set()
+        self._idle = 0  # workers waiting for a job
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_poll: dict[str, float] = {}
         # (when, "poll" | "recheck" | "retry" | "forget", conversation)
@@ -224,7 +223,7 @@ class Engine:
         with self._cond:
             self._next_lists = now
             self._next_rescan = now + self._config.rescan_seconds
-            self._due[LISTS] = now
+            self._due_at(LISTS, now, Lane.FIRST_LOOK)
         self._spawn("convsync-scheduler", self._scheduler_loop)
         for i in range(WORKERS):
             self._spawn(f"convsync-worker-{i + 1}", self._worker_loop)
@@ -276,7 +275,7 @@ class Engine:
             if new_client:
                 self._retired.append(self._client)
                 self._client = build_client(config)
-            self._due[LISTS] = time.monotonic()
+            self._due_at(LISTS, time.monotonic(), Lane.INTERACTIVE)
             self._next_rescan = time.monotonic()
             self._cond.notify_all()
         if config.root != old.root and self._started:
@@ -421,17 +420,19 @@ class Engine:
         """Turn due timers into jobs (called with the lock held)."""
         config = self._config
         if now >= self._next_lists:
-            self._due.setdefault(LISTS, now)
+            self._due_at(LISTS, now, Lane.BACKGROUND)
             self._next_lists = now + max(self._intervals.lists, config.poll_conversations_seconds)
         if now >= self._next_rescan:
-            self._due.setdefault(RESCAN, now)
+            self._due_at(RESCAN, now, Lane.BACKGROUND)
             self._next_rescan = now + config.rescan_seconds
         while self._timer_heap and self._timer_heap[0][0] <= now:
             at, kind, cid = heapq.heappop(self._timer_heap)
             rt = self._runtimes.get(cid)
             if rt is None:
                 continue
+            lane = Lane.INTERACTIVE  # a prompt or a file settling, a retry of queued work
             if kind == "poll":
+                lane = Lane.BACKGROUND
                 if self._next_poll.get(cid) != at:
                     continue  # superseded
                 interval = self._intervals.active if rt.active else self._intervals.idle
@@ -462,7 +463,12 @@ class Engine:
                     finally:
                         rt.lock.release()
                 continue
-            self._due.setdefault(("conv", cid), now)
+            self._due_at(("conv", cid), now, lane)
+
+    def _due_at(self, key: JobKey, at: float, lane: Lane) -> None:
+        """Make ``key`` due at ``at`` unless it is due already (lock held); its lane is the most urgent asked."""
+        self._due.setdefault(key, at)
+        self._lanes[key] = min(self._lanes.get(key, lane), lane)
 
     def _set_poll(self, cid: str, at: float) -> None:
         """Poll ``cid`` at ``at`` (lock held); an earlier entry for it becomes stale."""
@@ -480,30 +486,54 @@ class Engine:
             elif key in self._queued:
                 # Waiting to run already: when it runs it sees whatever this was for (flags live in the
                 # runtime). Dropping it keeps ``_due`` small, so a dispatch costs little with 1,000 jobs queued.
+                # A more urgent reason moves it up to its lane.
                 del self._due[key]
                 self._first_hint.pop(key, None)
+                lane = self._lanes.pop(key, Lane.INTERACTIVE)
+                if lane < self._queued[key]:
+                    self._queues[self._queued[key]].remove(key)
+                    self._queues[lane].append(key)
+                    self._queued[key] = lane
+                    self._work.notify()
             elif key not in self._busy:
                 del self._due[key]
                 self._first_hint.pop(key, None)
-                self._queue.append(key)
-                self._queued.add(key)
+                lane = self._lanes.pop(key, Lane.INTERACTIVE)
+                self._queues[lane].append(key)
+                self._queued[key] = lane
                 self._work.notify()
         for at in (self._next_lists, self._next_rescan):
             wake = min(wake, at)
         return wake
 
+    def _next_job(self) -> tuple[JobKey, Lane] | None:
+        """The most urgent queued job this worker may take (lock held): the last idle worker takes interactive
+        jobs only, so a save never waits for a worker busy with polls or first looks; background jobs wait
+        for the end of the first lists pass (while it builds folders, their first looks come first)."""
+        for lane, queue in self._queues.items():
+            if lane is Lane.BACKGROUND and not self._ready.is_set():
+                break
+            if queue and (lane is Lane.INTERACTIVE or self._idle > 1):
+                key = queue.popleft()
+                del self._queued[key]
+                return key, lane
+        return None
+
     def _worker_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping.is_set() and not self._queue:
+                self._idle += 1
+                while not self._stopping.is_set() and (job := self._next_job()) is None:
                     self._work.wait(SCHEDULER_TICK)
+                self._idle -= 1
                 if self._stopping.is_set():
                     return
-                key = self._queue.popleft()
-                self._queued.discard(key)
+                assert job is not None
+                key, lane = job
                 self._busy.add(key)
             try:
-                self._run_job(key)
+                with request_lane(lane):
+                    self._run_job(key, lane)
             except Exception as exc:
                 log.exception("job %s failed", key)
                 self._problem("bug", f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
@@ -512,10 +542,13 @@ class Engine:
                     self._busy.discard(key)
                     self._cond.notify()  # the scheduler: a job for this key may wait for it
 
-    def _schedule(self, key: JobKey, delay: float = 0.0, *, debounce: bool = False) -> None:
+    def _schedule(
+        self, key: JobKey, delay: float = 0.0, *, debounce: bool = False, lane: Lane = Lane.INTERACTIVE
+    ) -> None:
         with self._cond:
             now = time.monotonic()
             at = now + delay
+            self._lanes[key] = min(self._lanes.get(key, lane), lane)
             if debounce:
                 first = self._first_hint.setdefault(key, now)
                 cap = first + delay * DEBOUNCE_CAP_FACTOR
@@ -527,7 +560,7 @@ class Engine:
 
     # --- jobs -----------------------------------------------------------------------------------------------
 
-    def _run_job(self, key: JobKey) -> None:
+    def _run_job(self, key: JobKey, lane: Lane) -> None:
         kind, ident = key
         try:
             check_root(self._config.root)
@@ -546,16 +579,11 @@ class Engine:
         if kind == "lists":
             if self._lists_pass() is not None:
                 self._local_pass(schedule=True)
-            if self._watcher is None and not self._first_mirror():
+            # The folders exist: the watcher starts now, so a prompt saved during a first mirror goes out at once
+            # (the request budget, not watchdog's CPU, sets how long a first mirror takes).
+            if self._watcher is None:
                 self._start_watching()
             self._after_first_scan()
-            if self._watcher is None:
-                # The pass built folders: watchdog would take the events of their first mirror (a transcript
-                # written into each), ~10 % of the CPU of a big one. Their first reconciles come first, then the
-                # watcher and a rescan (``_first_reconciled``), or the watcher after WATCH_DEFER_SECONDS at most.
-                self._schedule(WATCH, WATCH_DEFER_SECONDS if self._first_mirror() else 0.0)
-        elif kind == "watch":
-            self._start_watching()
         elif kind == "rescan":
             self._local_pass(schedule=True)
         elif kind == "agent":
@@ -565,10 +593,11 @@ class Engine:
                     self._agent_pass(agent, None)
         elif kind == "conv":
             rt = self._runtime(ident)
-            try:
-                outcome = self._run_conversation(ident, rt.pop())
-            finally:
-                self._first_reconciled(ident)
+            flags = rt.pop()
+            # Files and frames are listed in the background lane: a first look or a reply leaves them to a
+            # background job (scheduled by _after_conversation), so transcripts come first.
+            flags.defer_files = lane is not Lane.BACKGROUND
+            outcome = self._run_conversation(ident, flags)
             self._after_conversation(ident, outcome)
 
     def _start_watching(self) -> None:
@@ -584,22 +613,6 @@ class Engine:
                 rt.seen = None
         self._schedule(RESCAN)
 
-    def _first_mirror(self) -> bool:
-        """Whether folders built before the watcher started still wait for their first reconcile."""
-        with self._cond:
-            return bool(self._unwatched)
-
-    def _first_reconciled(self, cid: str) -> None:
-        if cid not in self._unwatched:  # every reconcile passes here: no lock once the first mirror is over
-            return  # (a cid is added before its first job is scheduled, so this read cannot miss it)
-        with self._cond:
-            if cid not in self._unwatched:
-                return
-            self._unwatched.discard(cid)
-            if self._unwatched or not self._ready.is_set():
-                return  # the lists pass still builds (it schedules the watch job itself once READY)
-        self._schedule(WATCH)
-
     def _after_first_scan(self) -> None:
         if self._ready.is_set():
             return
@@ -609,11 +622,12 @@ class Engine:
             for row in self._active_conversations():
                 rt = self._runtime(row.id)
                 rt.add(Flags(local=True))
-                self._due.setdefault(("conv", row.id), now)
+                self._due_at(("conv", row.id), now, Lane.INTERACTIVE if row.id in pending else Lane.BACKGROUND)
                 if row.id in pending:
                     rt.touch()
+            self._ready.set()
             self._cond.notify_all()
-        self._ready.set()
+            self._work.notify_all()  # background jobs may run now
 
     def _after_conversation(self, cid: str, outcome: Outcome | None) -> None:
         if outcome is None:
@@ -638,6 +652,8 @@ class Engine:
                 heapq.heappush(self._timer_heap, (rt.retry_at, "retry", cid))
             if rt is not None and rt.fetched[1]:
                 heapq.heappush(self._timer_heap, (rt.fetched[0] + PRE_SEND_FRESH_SECONDS, "forget", cid))
+            if rt is not None and rt.files_due:  # left by a first look or a reply to the background lane
+                self._due_at(("conv", cid), time.monotonic(), Lane.BACKGROUND)
             if outcome.sent or (rt is not None and rt.active):
                 soon = time.monotonic() + self._intervals.active
                 if self._next_poll.get(cid, soon + 1) > soon:
@@ -692,7 +708,7 @@ class Engine:
                 rt.retry_at = 0.0
                 rt.backoff.succeeded()
                 rt.add(Flags(local=True))
-                self._due.setdefault(("conv", cid), now)
+                self._due_at(("conv", cid), now, Lane.INTERACTIVE)
             self._cond.notify_all()
 
     def _resolve_agents(self) -> list[AgentRow]:
@@ -781,9 +797,12 @@ class Engine:
             for row in self._active_conversations():
                 rt = self._runtime(row.id)
                 # Only folders that changed since the last look (or with queued work) need one.
-                if row.id in pending or rt.seen != folder_fingerprint(root / folders[row.agent_id] / row.folder):
+                if row.id in pending:
                     rt.add(Flags(local=True))
                     self._schedule(("conv", row.id))
+                elif rt.seen != folder_fingerprint(root / folders[row.agent_id] / row.folder):
+                    rt.add(Flags(local=True))  # a send it finds goes out in the interactive lane all the same
+                    self._schedule(("conv", row.id), lane=Lane.BACKGROUND)
 
     # --- one agent ------------------------------------------------------------------------------------------
 
@@ -802,17 +821,23 @@ class Engine:
             pending_creates=self._state.pending_creates(agent.id),
             policy=self._config.on_local_delete,
         )
+        if remote is not None:
+            actions = _newest_first(actions, remote)
         deletes = {a.cid for a in actions if isinstance(a, DeleteRemote)}
         self._delete_grace = {cid: t for cid, t in self._delete_grace.items() if cid in deletes}
         creates: list[CreateFolder] = []  # consecutive ones are built, fsynced and bound together
+        first_batch = True
+        made: list[tuple[str, Path]] = []  # (name, folder) of the new folders, logged together
         for action in actions:
             if isinstance(action, CreateFolder):
                 creates.append(action)
-                if len(creates) >= CREATE_BATCH:  # the first ones' reconciles start while the rest are built
-                    self._create_folders(agent, agent_dir, creates)
+                # The first ones' reconciles start while the rest are built; the very first batch is small.
+                if len(creates) >= (FIRST_BATCH if first_batch else CREATE_BATCH):
+                    first_batch = False
+                    made += self._create_folders(agent, agent_dir, creates)
                     creates = []
                 continue
-            self._create_folders(agent, agent_dir, creates)
+            made += self._create_folders(agent, agent_dir, creates)
             creates = []
             try:
                 self._apply(agent, agent_dir, action)
@@ -820,7 +845,8 @@ class Engine:
                 raise
             except (ApiError, OSError) as exc:
                 self._action_failed(agent, type(action).__name__, exc)
-        self._create_folders(agent, agent_dir, creates)
+        made += self._create_folders(agent, agent_dir, creates)
+        _log_new(made)
         if actions:
             self._rebuild_index()
 
@@ -828,11 +854,13 @@ class Engine:
         log.warning("%s: %s failed: %s", agent.folder, what, exc)
         self._problem(f"agent {agent.id}", f"{agent.folder}: {exc}")
 
-    def _create_folders(self, agent: AgentRow, agent_dir: Path, creates: Sequence[CreateFolder]) -> None:
+    def _create_folders(
+        self, agent: AgentRow, agent_dir: Path, creates: Sequence[CreateFolder]
+    ) -> list[tuple[str, Path]]:
         """New conversations on the server → their folders, then their bindings (after the folders are durable:
         a binding whose folder is missing would read as a folder the user deleted)."""
         if not creates:
-            return
+            return []
         # Until bound, events inside these folders (watchdog reports their contents as created) must not read
         # as a user's new folder: that would plan the whole agent again, once per event.
         shown: list[tuple[str, str]] = []
@@ -846,14 +874,14 @@ class Engine:
             results = create_conversation_folders(
                 self._config.root, agent_dir, [(a.folder, a.cid) for a in creates], appeared
             )
-            self._bind_created(agent, creates, results)
+            return self._bind_created(agent, creates, results)
         finally:
             with self._cond:
                 self._building.difference_update(shown)
 
     def _bind_created(
         self, agent: AgentRow, creates: Sequence[CreateFolder], results: Sequence[Created | Exception]
-    ) -> None:
+    ) -> list[tuple[str, Path]]:
         made: list[tuple[CreateFolder, Created]] = []
         for action, result in zip(creates, results, strict=True):
             if isinstance(result, Created):
@@ -862,23 +890,18 @@ class Engine:
                 self._action_failed(agent, "CreateFolder", result)
         # Should this fail, the folders stay; with their markers, the next pass adopts them.
         self._state.bind_conversations(agent.id, [(a.cid, c.folder, a.name) for a, c in made])
-        if len(made) <= LOGGED_ONE_BY_ONE:
-            for action, created in made:
-                log.info("new conversation %r → %s", action.name, created.path)
-        elif made:  # a first mirror: one line a batch (a thousand lines said nothing more, and cost a write each)
-            names = ", ".join(repr(a.name) for a, _ in made[:LOGGED_ONE_BY_ONE])
-            log.info("%d new conversations → %s: %s, …", len(made), made[0][1].path.parent, names)
         for action, created in made:
             # Built just now: no temp files to clean up in it, and its status file says "idle".
             rt = self._runtime(action.cid)
             rt.temps_cleaned = True
             rt.reporter = Reporter(self._state, action.cid, created.path, recorded=("idle", None), status="idle")
-            self._bound(action.cid, agent.folder, created.folder, new=True)
+            self._bound(action.cid, agent.folder, created.folder, new=True, lane=Lane.FIRST_LOOK)
+        return [(action.name, created.path) for action, created in made]
 
     def _apply(self, agent: AgentRow, agent_dir: Path, action: Action) -> None:
         root = self._config.root
         if isinstance(action, CreateFolder):
-            self._create_folders(agent, agent_dir, [action])
+            _log_new(self._create_folders(agent, agent_dir, [action]))
         elif isinstance(action, CreateRemote):
             self._state.add_pending_create(agent.id, action.folder, action.name)
             conv = self._client.create_conversation(agent.id, action.name)
@@ -947,7 +970,7 @@ class Engine:
             if rt is not None:
                 rt.lock.release()
 
-    def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool) -> None:
+    def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
         rt = self._runtime(cid)
         flags = Flags(local=True, poll=new)
         key = (agent_folder, folder)
@@ -956,10 +979,8 @@ class Engine:
                 self._orphan_signals.discard(key)
                 flags.prompt_signal_ns = time.time_ns()
             self._folder_index[key] = cid
-            if new and self._watcher is None:
-                self._unwatched.add(cid)
         rt.add(flags)
-        self._schedule(("conv", cid))
+        self._schedule(("conv", cid), lane=lane)
 
     # --- one conversation -----------------------------------------------------------------------------------
 
@@ -1116,9 +1137,42 @@ class Engine:
             active_seconds=config.poll_active_seconds,
             idle_seconds=config.poll_idle_seconds,
             lists_seconds=config.poll_conversations_seconds,
-            budget_per_second=POLL_BUDGET_SHARE * config.rate_limit_requests / config.rate_limit_window_seconds,
+            budget_per_second=config.rate_limit_background_share
+            * config.rate_limit_requests
+            / config.rate_limit_window_seconds,
             requests_per_poll=REQUESTS_PER_POLL,
         )
+
+
+def _log_new(made: Sequence[tuple[str, Path]]) -> None:
+    if len(made) <= LOGGED_ONE_BY_ONE:
+        for name, path in made:
+            log.info("new conversation %r → %s", name, path)
+    else:  # a first mirror: one line (a thousand lines said nothing more, and cost a write each)
+        names = ", ".join(repr(name) for name, _ in made[:LOGGED_ONE_BY_ONE])
+        log.info("%d new conversations → %s: %s, …", len(made), made[0][1].parent, names)
+
+
+def _newest_first(actions: list[Action], remote: Sequence[Conversation]) -> list[Action]:
+    """``actions`` with each run of new folders in the server's order, newest first: the planner names them
+    oldest first (so the older of two namesakes keeps the plain name), but a person opens the newest first."""
+    rank = {c.id: i for i, c in enumerate(remote)}
+
+    def newest(create: CreateFolder) -> int:
+        return rank.get(create.cid, len(rank))
+
+    out: list[Action] = []
+    run: list[CreateFolder] = []
+    for action in [*actions, None]:
+        if isinstance(action, CreateFolder):
+            run.append(action)
+            continue
+        ordered: list[CreateFolder] = sorted(run, key=newest)
+        out.extend(ordered)
+        run = []
+        if action is not None:
+            out.append(action)
+    return out
 
 
 def _is_save(hint: Hint) -> bool:

@@ -6,7 +6,15 @@ import threading
 
 import pytest
 
-from convsync.api.ratelimit import SlidingWindowLimiter
+from convsync.api.ratelimit import (
+    INTERACTIVE_RESERVE,
+    Budget,
+    Lane,
+    SlidingWindowLimiter,
+    current_lane,
+    request_lane,
+)
+from tests.waiting import wait_until
 
 
 class FakeClock:
@@ -95,3 +103,112 @@ def test_invalid_limits_are_refused() -> None:
         SlidingWindowLimiter(0, 10.0)
     with pytest.raises(ValueError):
         SlidingWindowLimiter(1, 0.0)
+
+
+# --- lanes: the arithmetic (Budget), without threads ---------------------------------------------------------
+
+
+def test_background_takes_at_most_its_share_of_the_window() -> None:
+    """With the default share, the 16th background request of a 30/10 s window waits for the window to slide."""
+    budget = Budget(30, 10.0)
+    for _ in range(15):
+        assert budget.earliest(Lane.BACKGROUND, 0.0) == 0.0
+        budget.grant(Lane.BACKGROUND, 0.0)
+    assert budget.earliest(Lane.BACKGROUND, 1.0) == pytest.approx(10.0)
+
+
+def test_interactive_finds_room_when_background_used_its_share() -> None:
+    """Background at its cap leaves the rest of the window to interactive requests, which start at once."""
+    budget = Budget(30, 10.0)
+    for _ in range(15):
+        budget.grant(Lane.BACKGROUND, 0.0)
+    assert budget.earliest(Lane.INTERACTIVE, 1.0) == 1.0
+
+
+def test_first_looks_leave_the_interactive_reserve_free() -> None:
+    """First looks may fill the window except INTERACTIVE_RESERVE slots, which stay free for a person."""
+    budget = Budget(30, 10.0)
+    for _ in range(30 - INTERACTIVE_RESERVE):
+        assert budget.earliest(Lane.FIRST_LOOK, 0.0) == 0.0
+        budget.grant(Lane.FIRST_LOOK, 0.0)
+    assert budget.earliest(Lane.FIRST_LOOK, 5.0) == pytest.approx(10.0)
+    assert budget.earliest(Lane.INTERACTIVE, 5.0) == 5.0
+
+
+def test_the_background_share_is_configurable() -> None:
+    """A share of 0.2 lets 6 background requests of 30 start in one window."""
+    budget = Budget(30, 10.0, background_share=0.2)
+    assert budget.background_cap == 6
+
+
+def test_a_tiny_limit_keeps_no_reserve() -> None:
+    """With 3 requests a window, first looks may use all three (a reserve would starve them)."""
+    budget = Budget(3, 10.0)
+    for _ in range(3):
+        budget.grant(Lane.FIRST_LOOK, 0.0)
+    assert budget.reserve == 0
+    assert budget.earliest(Lane.FIRST_LOOK, 0.0) == pytest.approx(10.0)
+
+
+def test_a_pause_holds_every_lane() -> None:
+    """After a 429's pause, no lane starts before it ends."""
+    budget = Budget(30, 10.0)
+    budget.pause_until(7.0)
+    assert [budget.earliest(lane, 1.0) for lane in Lane] == [7.0, 7.0, 7.0]
+
+
+def test_an_invalid_share_is_refused() -> None:
+    """A background share of 0 or more than 1 is a programming error."""
+    with pytest.raises(ValueError):
+        Budget(30, 10.0, background_share=0.0)
+
+
+def test_the_lane_is_set_per_block() -> None:
+    """request_lane sets the lane of requests made inside it; outside, requests are interactive."""
+    assert current_lane() is Lane.INTERACTIVE
+    with request_lane(Lane.BACKGROUND):
+        assert current_lane() is Lane.BACKGROUND
+    assert current_lane() is Lane.INTERACTIVE
+
+
+# --- lanes: the threaded limiter ------------------------------------------------------------------------------
+
+
+def test_interactive_does_not_wait_for_background_requests_that_have_not_started() -> None:
+    """Background callers queued over their cap hold no slot: an interactive request starts at once."""
+    limiter = SlidingWindowLimiter(4, 0.6)  # background cap 2, reserve 1
+    for _ in range(2):
+        limiter.acquire(Lane.BACKGROUND)
+    waiting = [threading.Thread(target=limiter.acquire, args=(Lane.BACKGROUND,)) for _ in range(3)]
+    for t in waiting:
+        t.start()
+    try:
+        assert limiter.acquire(Lane.INTERACTIVE) == 0
+        assert limiter.acquire(Lane.INTERACTIVE) == 0
+    finally:
+        for t in waiting:
+            t.join(5.0)
+    assert not any(t.is_alive() for t in waiting)
+
+
+def test_a_waiting_first_look_goes_before_a_waiting_background_request() -> None:
+    """When the window frees a slot, a first look waiting for it gets it before a background request."""
+    limiter = SlidingWindowLimiter(4, 0.5, background_share=1.0)  # reserve 1: non-interactive lanes get 3
+    for _ in range(3):
+        limiter.acquire(Lane.FIRST_LOOK)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def go(lane: Lane, name: str) -> None:
+        limiter.acquire(lane)
+        with lock:
+            order.append(name)
+
+    background = threading.Thread(target=go, args=(Lane.BACKGROUND, "background"))
+    background.start()
+    wait_until(lambda: bool(limiter._waiting[Lane.BACKGROUND]), timeout=5.0)
+    first = threading.Thread(target=go, args=(Lane.FIRST_LOOK, "first look"))
+    first.start()
+    for t in (background, first):
+        t.join(5.0)
+    assert order == ["first look", "background"]

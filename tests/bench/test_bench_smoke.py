@@ -25,6 +25,9 @@ FIGURES = [
     "idle request rate",
     "time to READY=1 (median)",
     "write requests",
+    "newest transcripts",
+    "every transcript",
+    "429 answers",
 ]
 # Benches written by the client and files engineers, called by bench/run with their size flags.
 OTHER_BENCHES = ["transfer", "upload", "frames"]

@@ -84,6 +84,11 @@ CASES = [
         ("line 3", "server.rate_limit.requests", "out of range", "at least 1"),
     ),
     Case(
+        "bad-value-background-share",
+        f"server:\n  url: {URL}\n  rate_limit: {{background_share: 1.5}}\n",
+        ("line 3", "server.rate_limit.background_share", "out of range", "at most 1"),
+    ),
+    Case(
         "bad-enum-on-local-delete",
         f"server:\n  url: {URL}\non_local_delete: delete\n",
         ("line 3", "on_local_delete", '"delete" is not allowed', "detach, delete_remote"),

@@ -56,7 +56,7 @@ server:
   ca_bundle: ca.pem
   truststore: true
   timeout_seconds: 12.5
-  rate_limit: {{requests: 5, per_seconds: 2}}
+  rate_limit: {{requests: 5, per_seconds: 2, background_share: 0.25}}
 root: mirror
 agents:
   - name: Sales Assistant
@@ -89,6 +89,7 @@ state_dir: {tmp_path}/state
         timeout_seconds=12.5,
         rate_limit_requests=5,
         rate_limit_window_seconds=2.0,
+        rate_limit_background_share=0.25,
         poll_active_seconds=0.5,
         poll_idle_seconds=30.0,
         poll_conversations_seconds=10.0,

@@ -95,46 +95,33 @@ def test_a_first_mirror_logs_its_new_folders_in_one_line_and_a_later_one_by_name
     assert new_conversation_lines(caplog)[1] == f"new conversation 'Later' → {folder}"
 
 
-def test_changes_made_during_the_first_mirror_are_found_and_later_ones_are_watched(mirror: Mirror) -> None:
-    """Until the folders built at start had their first look, the watcher is not running (their own writes would
-    cost it seconds of CPU in a big first mirror). A folder made, and prompts saved in that window — one into a
-    folder already looked at, one into a folder in the middle of its look, past the point where it takes a
-    prompt — are found by the look at every folder that follows the watcher's start; a save after it by the
-    watcher. Polls and rescans are out of reach."""
+def test_changes_made_during_the_first_mirror_are_watched(mirror: Mirror) -> None:
+    """The watcher runs as soon as the folders exist (READY): a folder made and a prompt saved while the first
+    looks still run are acted on at once, before the first mirror is over; polls and rescans are out of reach."""
     mirror.stop()
     cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(10)]
-    slow = cids[-1]  # its first look waits 3 s for its files listing: the window stays open that long
-    mirror.emu.set_faults([FaultRule(method="GET", path=rf"/{slow}/files$", latency=3.0, count=1)])
+    slow = cids[0]  # the oldest: its first look comes last, and its messages take 3 s
+    mirror.emu.set_faults([FaultRule(method="GET", path=rf"/{slow}/messages$", latency=3.0, count=1)])
     never = 3600.0
     engine = mirror.start(
         rescan_seconds=never, poll_conversations_seconds=never, poll_idle_seconds=never, poll_active_seconds=never
     )
-    folder, slow_folder = mirror.wait_folder_of(cids[0]), mirror.wait_folder_of(slow)
-    wait_until(lambda: first_looked(mirror, cids[0]), 10, what="the first look at the first conversation")
-    wait_until(lambda: read_messages(mirror, slow), 10, what="the slow look to be past its messages")
-    assert not first_looked(mirror, slow) and not engine.watching  # the window
+    assert engine.watching
+    folder = mirror.wait_folder_of(cids[-1])
     made = mirror.agent_dir / "Made in the window"
     made.mkdir()
-    (folder / "prompt.txt").write_text("saved in a folder looked at")
-    (slow_folder / "prompt.txt").write_text("saved during its look")
-    wait_until(lambda: first_looked(mirror, slow) and engine.watching, 10, what="the watcher, after the last look")
+    (folder / "prompt.txt").write_text("saved during the first mirror")
+    wait_until(lambda: mirror.emu.user_messages(cids[-1]), 10, what="the prompt saved during the first mirror")
     assert mirror.bound(made, timeout=10) in {c["id"] for c in mirror.emu.conversations(mirror.aid)}
-    wait_until(lambda: mirror.emu.user_messages(cids[0]), 20, what="the prompt saved in a folder looked at")
-    wait_until(lambda: mirror.emu.user_messages(slow), 20, what="the prompt saved during a look")
-    mirror.wait_idle(folder, 15)
-    (folder / "prompt.txt").write_text("saved after it")
-    wait_until(lambda: len(mirror.emu.user_messages(cids[0])) == 2, 10, what="the later prompt to be sent")
-    assert mirror.emu.user_messages(cids[0]) == ["saved in a folder looked at", "saved after it"]
-    assert mirror.emu.user_messages(slow) == ["saved during its look"]
+    wait_until(lambda: read_messages(mirror, slow), 10, what="the slow first look")
+    sent = next(r for r in mirror.emu.requests if r.method == "POST" and f"/{cids[-1]}/" in r.path)
+    slow_read = next(r for r in mirror.emu.requests if r.route == "list_messages" and f"/{slow}/" in r.path)
+    assert sent.started < slow_read.finished
+    assert mirror.emu.user_messages(cids[-1]) == ["saved during the first mirror"]
 
 
 def read_messages(mirror: Mirror, cid: str) -> bool:
     return any(r.route == "list_messages" and f"/{cid}/" in r.path and r.status for r in mirror.emu.requests)
-
-
-def first_looked(mirror: Mirror, cid: str) -> bool:
-    """Whether convsync's first look at ``cid`` is over (its data frames were listed, the look's last request)."""
-    return any(r.route == "list_data_frames" and f"/{cid}/" in r.path and r.status for r in mirror.emu.requests)
 
 
 def test_a_remote_delete_moves_the_folder_aside(mirror: Mirror) -> None:
