@@ -1,7 +1,7 @@
 """Bench 7, the request budget: a first mirror against a server that enforces its limit, as a new user meets it.
 
 The emulator enforces the self-hosted gateway's 50 requests / 10 s (429 beyond); the daemon runs on its
-default config (30 requests / 10 s, polls at most half of it). N conversations × 10 messages are seeded. The
+default config (30 requests / 10 s, polls at most half of it). N conversations x 10 messages are seeded. The
 figures are measured from the daemon's spawn and set against the request floor of the same run: the requests
 the job needs (the agents and conversation lists of the first pass, one messages read per conversation) ÷ the
 client's budget rate.

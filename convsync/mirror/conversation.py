@@ -121,12 +121,11 @@ class Flags:
 class ConversationRuntime:
     """What the engine remembers about one conversation between passes (in memory only).
 
-    ``lock`` is held by whoever works on the conversation (its reconcile, or an agent pass moving its folder);
-    ``flags`` are guarded by ``flags_lock`` because the watcher adds to them while a worker runs.
+    Whoever works on the conversation (its reconcile, or an agent pass moving its folder) holds its job key in
+    the engine's queue; ``flags`` are guarded by ``flags_lock`` because the watcher adds to them meanwhile.
     """
 
     cid: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
     flags_lock: threading.Lock = field(default_factory=threading.Lock)
     flags: Flags = field(default_factory=Flags)
     tracker: inbox.InboxTracker = field(default_factory=inbox.InboxTracker)

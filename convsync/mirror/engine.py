@@ -165,9 +165,6 @@ class Engine:
         lock = threading.RLock()
         self._cond = threading.Condition(lock)
         self._work = threading.Condition(lock)
-        # Agent passes never overlap: two passes planning the same agent from their own snapshots would both
-        # create a conversation for one new folder (and detach the first), or move aside one just created.
-        self._agents_lock = threading.RLock()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -455,13 +452,10 @@ class Engine:
             elif kind == "forget":
                 # Messages read are kept only while they may serve as a send's baseline: a thousand idle
                 # conversations' messages would otherwise stay in memory (and in every GC pass) for good.
-                if rt.lock.acquire(blocking=False):  # else a reconcile runs: it will time a new "forget"
-                    try:
-                        read_at, messages = rt.fetched
-                        if messages and read_at + PRE_SEND_FRESH_SECONDS == at:
-                            rt.fetched = (read_at, [])
-                    finally:
-                        rt.lock.release()
+                if ("conv", cid) not in self._busy:  # else a reconcile runs: it will time a new "forget"
+                    read_at, messages = rt.fetched
+                    if messages and read_at + PRE_SEND_FRESH_SECONDS == at:
+                        rt.fetched = (read_at, [])
                 continue
             self._due_at(("conv", cid), now, lane)
 
@@ -513,10 +507,12 @@ class Engine:
         for lane, queue in self._queues.items():
             if lane is Lane.BACKGROUND and not self._ready.is_set():
                 break
-            if queue and (lane is Lane.INTERACTIVE or self._idle > 1):
+            while queue and (lane is Lane.INTERACTIVE or self._idle > 1):
                 key = queue.popleft()
                 del self._queued[key]
-                return key, lane
+                if key not in self._busy:
+                    return key, lane
+                self._due_at(key, time.monotonic(), lane)  # claimed by a pass meanwhile: after it
         return None
 
     def _worker_loop(self) -> None:
@@ -540,7 +536,25 @@ class Engine:
             finally:
                 with self._cond:
                     self._busy.discard(key)
-                    self._cond.notify()  # the scheduler: a job for this key may wait for it
+                    self._cond.notify_all()  # the scheduler (a job for this key may wait), a pass claiming it
+
+    def _claim(self, key: JobKey, *, wait: bool) -> bool:
+        """Take ``key`` as a running job does, for work outside its job (a pass over every agent, an agent
+        pass moving a conversation's folder): the queue's one-job-per-key rule is the exclusion, and no lock
+        is held across the requests made meanwhile. Busy: False, or with ``wait`` wait for it (holding
+        nothing); False when stopping."""
+        with self._cond:
+            while key in self._busy:
+                if not wait or self._stopping.is_set():
+                    return False
+                self._cond.wait(SCHEDULER_TICK)
+            self._busy.add(key)
+            return True
+
+    def _release(self, key: JobKey) -> None:
+        with self._cond:
+            self._busy.discard(key)
+            self._cond.notify_all()
 
     def _schedule(
         self, key: JobKey, delay: float = 0.0, *, debounce: bool = False, lane: Lane = Lane.INTERACTIVE
@@ -588,9 +602,8 @@ class Engine:
             self._local_pass(schedule=True)
         elif kind == "agent":
             agent = next((a for a in self._configured_agents() if a.id == ident), None)
-            if agent is not None:
-                with self._agents_lock:
-                    self._agent_pass(agent, None)
+            if agent is not None:  # the job holds its key: no other pass plans this agent meanwhile
+                self._agent_pass(agent, None)
         elif kind == "conv":
             rt = self._runtime(ident)
             flags = rt.pop()
@@ -676,10 +689,17 @@ class Engine:
     def _lists_pass_body(self) -> ApiError | None:
         try:
             for agent in self._resolve_agents():
-                with self._agents_lock:  # the listing must not be older than the bindings it is planned with
+                # The agent's key is held from the listing on: it must not be older than the bindings it is
+                # planned with (a folder made meanwhile, created on the server, would read as deleted there).
+                key = ("agent", agent.id)
+                if not self._claim(key, wait=True):
+                    break  # stopping
+                try:
                     remote = self._client.list_conversations(agent.id)
                     self._state.refresh_names(agent.id, {c.id: c.name for c in remote})  # for convsync status
                     self._agent_pass(agent, remote)
+                finally:
+                    self._release(key)
         except ApiError as exc:
             if isinstance(exc, AuthError):
                 message = f"the server refused the API key: {exc}"
@@ -788,8 +808,13 @@ class Engine:
         """Plan every agent against the disk only, and look at every conversation folder."""
         for agent in self._configured_agents():
             if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
-                with self._agents_lock:
+                key = ("agent", agent.id)
+                if not self._claim(key, wait=True):
+                    return  # stopping
+                try:
                     self._agent_pass(agent, None)
+                finally:
+                    self._release(key)
         if schedule:
             folders = {a.id: a.folder for a in self._configured_agents()}
             pending = set(self._state.conversations_with_pending())
@@ -953,8 +978,8 @@ class Engine:
     def _move_aside(self, agent: AgentRow, agent_dir: Path, action: MoveAside) -> None:
         root = self._config.root
         path = child(root, agent_dir, action.folder)
-        rt = self._runtimes.get(action.cid) if action.cid else None
-        if rt is not None and not rt.lock.acquire(timeout=0.1):
+        key = ("conv", action.cid) if action.cid else None
+        if key is not None and not self._claim(key, wait=False):
             self._schedule(("agent", agent.id), 1.0)  # it is being worked on; look again in a moment
             return
         try:
@@ -967,8 +992,8 @@ class Engine:
                 self._state.set_conversation_status(action.cid, "deleted")
             log.info("conversation folder %s moved to %s (gone on the server)", path, dest)
         finally:
-            if rt is not None:
-                rt.lock.release()
+            if key is not None:
+                self._release(key)
 
     def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
         rt = self._runtime(cid)
@@ -1004,15 +1029,8 @@ class Engine:
             with self._cond:
                 self._next_poll.pop(cid, None)  # detached, deleted, or its agent no longer mirrored
             return None
-        rt = self._runtime(cid)
-        if not rt.lock.acquire(timeout=5):
-            rt.add(flags)  # an agent pass holds it; the job comes back
-            self._schedule(("conv", cid), 0.5)
-            return None
-        try:
-            return Reconcile(self._context(row, agent, rt), rt, flags).run()
-        finally:
-            rt.lock.release()
+        rt = self._runtime(cid)  # its job's key (or ``run_once``, alone) keeps everyone else out
+        return Reconcile(self._context(row, agent, rt), rt, flags).run()
 
     def _context(self, row: ConversationRow, agent: AgentRow, rt: ConversationRuntime) -> ConversationContext:
         folder = self._config.root / agent.folder / row.folder

@@ -128,15 +128,12 @@ def test_no_module_of_the_mirror_imports_the_engine() -> None:
     importers = []
     for module, tree in modules().items():
         for node in ast.walk(tree):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            if any(n == "convsync.mirror.engine" for n in names) or (
-                isinstance(node, ast.ImportFrom) and node.module == "convsync.mirror" and "engine" in {a.name for a in node.names}
-            ):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+            else:
+                continue
+            if "convsync.mirror.engine" in names:
                 importers.append(module)
     assert importers == []
