@@ -16,6 +16,7 @@ FIGURES = [
     "debounce",
     "prompt latency p50",
     "prompt latency p99",
+    "busy: prompt latency p99",
     "stream latency p50",
     "stream latency p99",
     "deltas not found in file",

@@ -18,12 +18,13 @@ def routes(mirror: Mirror, route: str) -> list[str]:
 
 
 def test_a_first_mirror_reads_the_newest_conversations_first(mirror: Mirror) -> None:
-    """The server lists newest first; the first ten transcripts read are those of the ten newest conversations."""
+    """The server lists newest first; the ten newest conversations' transcripts are read first (but for the
+    looks the other workers took at the same moment, whose requests may overtake)."""
     mirror.stop()
     cids = [mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}") for i in range(30)]
     mirror.start()
     wait_until(lambda: set(routes(mirror, "list_messages")) >= set(cids), 20, what="every transcript read")
-    assert set(routes(mirror, "list_messages")[:10]) == set(cids[-10:])
+    assert set(cids[-10:]) <= set(routes(mirror, "list_messages")[: 10 + WORKERS - 2])
 
 
 def test_a_first_mirror_lists_files_and_frames_after_the_transcripts(mirror: Mirror) -> None:

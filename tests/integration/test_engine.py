@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from convsync.emulator import FaultRule
 from convsync.statusreport import collect
@@ -61,9 +62,9 @@ def test_new_folders_of_the_engine_do_not_trigger_agent_passes(mirror: Mirror) -
     scheduled: list[tuple[str, str]] = []
     schedule = engine._schedule
 
-    def spy(key: tuple[str, str], delay: float = 0.0, *, debounce: bool = False) -> None:
+    def spy(key: tuple[str, str], delay: float = 0.0, **options: Any) -> None:
         scheduled.append(key)
-        schedule(key, delay, debounce=debounce)
+        schedule(key, delay, **options)
 
     engine._schedule = spy  # type: ignore[method-assign]
     n = 5
