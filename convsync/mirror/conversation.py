@@ -215,12 +215,7 @@ class Reconcile:
                 self.rt.tracker.hint(hint)
             self._scan_inbox()
             self._take_prompt(max(self.flags.prompt_signal_ns, self.rt.pop_prompt_signal()))
-            with request_lane(Lane.INTERACTIVE):  # whatever brought the pass here, a send is for a person
-                replied = self._send_outbox()
-            # The read that completes a reply is interactive too; a poll stays in its job's lane.
-            with request_lane(Lane.INTERACTIVE if replied else current_lane()):
-                if self.flags.poll or self.flags.full or self._transcript_out_of_step():
-                    self._sync_transcript(self._get_messages())
+            replied = self._send_and_read()
             if replied or self._messages_changed or (self.flags.poll and self.rt.files_checked_at == 0.0):
                 self.rt.files_due = True  # the agent ran (or this is the first look): files and frames may be new
             if self.flags.full or (self.rt.files_due and not self.flags.defer_files and self._files_check_allowed()):
@@ -295,6 +290,16 @@ class Reconcile:
         fault, self.rt.local_fault = self.rt.local_fault, None
         if fault is not None:
             self.ctx.report.note(fault.episode(self.folder, time.time()))
+
+    def _send_and_read(self) -> bool:
+        """The outbox, then the messages when due; True if a prompt got a reply."""
+        with request_lane(Lane.INTERACTIVE):  # whatever brought the pass here, a send is for a person
+            replied = self._send_outbox()
+        # The read that completes a reply is interactive too; a poll stays in its job's lane.
+        with request_lane(Lane.INTERACTIVE if replied else current_lane()):
+            if self.flags.poll or self.flags.full or self._transcript_out_of_step():
+                self._sync_transcript(self._get_messages())
+        return replied
 
     def _files_check_allowed(self) -> bool:
         """Files and frames are listed at most every ``FILES_CHECK_SECONDS`` (two requests each time): a burst

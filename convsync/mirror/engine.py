@@ -611,7 +611,7 @@ class Engine:
             # background job (scheduled by _after_conversation), so transcripts come first.
             flags.defer_files = lane is not Lane.BACKGROUND
             outcome = self._run_conversation(ident, flags)
-            self._after_conversation(ident, outcome)
+            self._after_conversation(ident, outcome, lane)
 
     def _start_watching(self) -> None:
         with self._watch_lock:
@@ -642,7 +642,7 @@ class Engine:
             self._cond.notify_all()
             self._work.notify_all()  # background jobs may run now
 
-    def _after_conversation(self, cid: str, outcome: Outcome | None) -> None:
+    def _after_conversation(self, cid: str, outcome: Outcome | None, lane: Lane) -> None:
         if outcome is None:
             return
         if outcome.gone:
@@ -665,7 +665,7 @@ class Engine:
                 heapq.heappush(self._timer_heap, (rt.retry_at, "retry", cid))
             if rt is not None and rt.fetched[1]:
                 heapq.heappush(self._timer_heap, (rt.fetched[0] + PRE_SEND_FRESH_SECONDS, "forget", cid))
-            if rt is not None and rt.files_due:  # left by a first look or a reply to the background lane
+            if rt is not None and rt.files_due and lane is not Lane.BACKGROUND:  # left to the background lane
                 self._due_at(("conv", cid), time.monotonic(), Lane.BACKGROUND)
             if outcome.sent or (rt is not None and rt.active):
                 soon = time.monotonic() + self._intervals.active
