@@ -328,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "prompt",
+        "write a prompt in your editor; it is sent when the editor exits",
+        "Open $VISUAL (else $EDITOR, else vi) on an empty draft; when the editor exits with a non-empty draft, its\n"
+        "text goes into DIR/prompt.txt in one step and convsync sends it (docs/editors.md). Waits up to 10 s for\n"
+        "the daemon to take it. Exit 75 (draft kept) when prompt.txt still holds a prompt not sent yet.",
+        "  convsync prompt ~/Conversations/'Demo Agent'/'My chat'\n  cd ~/Conversations/'Demo Agent'/'My chat' && "
+        "EDITOR=nano convsync prompt",
+    )
+    p.add_argument("dir", nargs="?", type=Path, default=None, help="the conversation folder (default: here)")
+
+    p = _command(
+        sub,
         "completion",
         "print a shell completion script (bash, zsh, fish)",
         "Print the completion script for a shell, generated from this command line.",
@@ -410,6 +422,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from convsync.logs import setup_logging
 
     setup_logging(verbosity=args.verbose - args.quiet)
+    if args.command == "prompt":
+        from convsync.promptcmd import run_prompt
+
+        return run_prompt(args.dir)
     if args.command == "init" and args.profile:
         from convsync.addprofile import add_profile
 

@@ -48,7 +48,7 @@ from convsync.errors import (
     StreamInterrupted,
     TransientError,
 )
-from convsync.mirror import dataframes, filesync, inbox
+from convsync.mirror import dataframes, filesync, inbox, resend
 from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter
 from convsync.mirror.folders import (
@@ -142,6 +142,7 @@ class ConversationRuntime:
     items: ItemRetries = field(default_factory=ItemRetries)  # files and frames that failed, on their own backoff
     created: float = field(default_factory=time.time)  # wall clock; older temp files are a crash's leftovers
     seen: tuple[int, ...] | None = None  # folders.folder_fingerprint after the last pass
+    last_save: resend.PreviousSave | None = None  # the last text taken from prompt.txt (resend protection)
     local_fault: LocalFault | None = None  # the folder could not be written: probed, not backed off
     # A conversation the server answers 404 for asks for the agent's pass (re-listing) on a backoff, not on
     # every poll: during an outage every conversation 404s, and re-listing per poll used the whole rate limit.
@@ -425,8 +426,18 @@ class Reconcile:
         state = self.ctx.state
 
         def store(taken: Taken) -> None:
-            state.enqueue(self.cid, "prompt", taken.text, taken.sha256, taken_from=taken.identity)
+            now = time.time()
+            new = resend.new_part(taken.text, self.rt.last_save or self._last_queued(), now)
+            state.enqueue(self.cid, "prompt", new or taken.text, taken.sha256, taken_from=taken.identity)
             self._pending = None
+            self.rt.last_save = resend.PreviousSave(taken.text, now)
+            if new is not None:
+                self.ctx.report.note(
+                    "prompt.txt began with the previous prompt (an editor wrote back the text it still showed): "
+                    "only the new part after it was sent",
+                    "to send the whole text after all, save it into prompt.txt once more; docs/editors.md "
+                    "shows how to make your editor reload the emptied file",
+                )
 
         def is_stored(identity: str) -> bool:
             return state.was_taken(self.cid, identity)
@@ -439,6 +450,11 @@ class Reconcile:
                 str(exc),
                 f"save the prompt as UTF-8 text into prompt.txt; the bytes are kept in {exc.kept_as.name}",
             )
+
+    def _last_queued(self) -> resend.PreviousSave | None:
+        """The last prompt queued, when this process has not taken one yet (after a restart)."""
+        last = self.ctx.state.last_prompt(self.cid)
+        return resend.PreviousSave(last.payload, last.created_at) if last is not None else None
 
     # --- 3. the outbox --------------------------------------------------------------------------------------
 
