@@ -195,6 +195,7 @@ class Engine:
         self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
         self._server_trouble = False
         # Lists passes started and finished, and the last one's server error: what full_pass() waits for.
+        self._lists_logged: str | None = None  # the lists pass's problem as last logged
         self._passes_started = 0
         self._passes_done = 0
         self._pass_error: ApiError | None = None
@@ -707,12 +708,16 @@ class Engine:
                 message = f"the server cannot be reached or failed: {exc}"
             else:
                 message = f"listing agents and conversations failed: {exc}"
-            if self._problems.get("server") != message:
+            # Once per distinct problem: the conversations' own server problems share "server" in _problems,
+            # so comparing with that made this line come back on every lists pass of an outage.
+            if self._lists_logged != message:
                 log.warning("%s", message)
+                self._lists_logged = message
             self._problem("server", message)
             self._server_trouble = True
             return exc
         self._problem("server", None)
+        self._lists_logged = None
         if self._server_trouble:
             log.info("the server answers again")
             self._server_trouble = False

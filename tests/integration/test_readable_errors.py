@@ -75,3 +75,27 @@ def test_status_shows_when_the_next_attempt_is(mirror: Mirror) -> None:
     now = time.gmtime()
     ahead = (h * 3600 + m * 60 + s - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)) % 86400
     assert 0 <= ahead <= 120
+
+
+def test_an_outage_is_logged_once_by_the_lists_pass(mirror: Mirror, caplog: pytest.LogCaptureFixture) -> None:
+    """While every request fails, the lists pass logs its problem once however often it runs; its end once."""
+    caplog.set_level(logging.INFO, logger="convsync")
+    folder, _ = chat(mirror)
+    mirror.emu.set_faults([FaultRule(status=503)])
+    (folder / "prompt.txt").write_text("hello")
+
+    def lists() -> int:
+        return sum(1 for r in mirror.emu.requests if r.method == "GET" and r.path.endswith("/agents"))
+
+    def conversation_reads() -> int:
+        return sum(1 for r in mirror.emu.requests if r.method == "GET" and r.path.endswith("/messages"))
+
+    start, reads = lists(), conversation_reads()
+    # Lists passes and the conversation's own failed reads interleave (both report the server's problem).
+    wait_until(
+        lambda: lists() >= start + 6 and conversation_reads() >= reads + 3, 30, what="failed passes of both kinds"
+    )
+    mirror.emu.set_faults([])
+    wait_until(lambda: any("the server answers again" in r.getMessage() for r in caplog.records), 30, what="the end")
+    listed = [r for r in caplog.records if r.levelno == logging.WARNING and "GET /tenants/" in r.getMessage()]
+    assert len(listed) == 1, [r.getMessage() for r in listed]
