@@ -16,10 +16,9 @@ from pathlib import Path
 from types import TracebackType
 
 from convsync.errors import AlreadyRunning
-from convsync.paths import ensure_private_dir
+from convsync.paths import ROOT_MARKER_NAME, ensure_private_dir
 
 LOCK_FILE_NAME = "convsync.lock"
-ROOT_MARKER = ".convsync-root"  # convsync.mirror.folders.ROOT_MARKER; not imported, to keep this module light
 
 
 class InstanceLock:
@@ -84,7 +83,7 @@ class RootLock:
     def __init__(self, root: Path, state_dir: Path) -> None:
         self.root = root
         self.state_dir = state_dir
-        self.path = root / ROOT_MARKER
+        self.path = root / ROOT_MARKER_NAME
         self._fd: int | None = None
 
     def acquire(self) -> None:

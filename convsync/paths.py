@@ -46,11 +46,6 @@ def state_dir(configured: Path | None) -> Path:
     return configured if configured is not None else user_state_dir()
 
 
-def user_log_dir() -> Path:
-    """Where log files may go (``$XDG_STATE_HOME/convsync/log``); the daemon itself logs to stderr."""
-    return platformdirs.user_log_path(APP_NAME)
-
-
 def systemd_user_unit_dir() -> Path:
     """The user's own systemd unit directory (``$XDG_CONFIG_HOME/systemd/user``)."""
     return platformdirs.user_config_path() / "systemd" / "user"
@@ -64,7 +59,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-ROOT_MARKER_NAME = ".convsync-root"
+ROOT_MARKER_NAME = ".convsync-root"  # marks a folder as a mirror root (the only definition)
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -183,9 +183,6 @@ class Watcher:
             return watch_limit_message(self.root, limit, self._rescan_seconds)
         return None
 
-    def alive(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
-
     def stop(self, timeout: float = 5.0) -> None:
         observer, self._observer = self._observer, None
         if observer is not None:

@@ -108,10 +108,6 @@ class Reporter:
             self._run_error = failure
             self._record()
 
-    @property
-    def current_status(self) -> str | None:
-        return self._status
-
     def status(self, text: str) -> None:
         """Show ``text`` (one line) in ``status`` and ``convsync status``; written only when it changes."""
         line = _one_line(text)

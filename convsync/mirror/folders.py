@@ -20,8 +20,9 @@ from convsync.mirror.atomic import TEMP_PREFIX, create_empty_file, fsync_dir, re
 from convsync.mirror.names import OutsideRoot, child, component, inside, keys_of, unique_name
 from convsync.mirror.plan import LocalFolder, LocalListing
 from convsync.mirror.prompt import PROMPT
+from convsync.paths import ROOT_MARKER_NAME
 
-ROOT_MARKER = ".convsync-root"
+ROOT_MARKER = ROOT_MARKER_NAME  # the one constant lives in convsync.paths
 AGENT_MARKER = ".agent"
 CONVERSATION_MARKER = ".conversation"
 DELETED = ".deleted"

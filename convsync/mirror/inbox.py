@@ -26,6 +26,7 @@ from convsync import killpoints
 from convsync.api.client import AgentClient, Progress
 from convsync.api.models import RemoteFile
 from convsync.errors import BadRequest, TransientError
+from convsync.mirror.atomic import fsync_dir
 
 INBOX_DIR = "inbox"
 FILES_DIR = "files"
@@ -392,14 +393,6 @@ def _move_into_files(src: Path, files_dir: Path) -> str | None:
     return None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def upload(
     client: AgentClient,
     aid: str,
@@ -459,8 +452,8 @@ def upload(
             killpoints.reached("upload.moved")
             moved.append(ready.name)
     if moved:
-        _fsync_dir(files_dir)
-        _fsync_dir(inbox)
+        fsync_dir(files_dir)
+        fsync_dir(inbox)
     return UploadOutcome(
         remote=tuple(remote),
         moved=tuple(moved),

@@ -19,8 +19,8 @@ A ``.prompt.taking`` left by a crash is recovered first: a stored entry has its 
 taken. Its identity decides, never its text: a save that repeats the previous prompt word for word is a
 second prompt (the exchange gave the taking file a new ctime, so no earlier take has its identity).
 
-Editor artefacts (``4913``, ``prompt.txt~``, ``.prompt.txt.swp``,
-``.#prompt.txt``, ``prompt.txt___jb_tmp___``…) are never read.
+Only ``prompt.txt`` and ``.prompt.taking`` are ever read: the artefacts editors leave next to it (``4913``,
+``prompt.txt~``, ``.prompt.txt.swp``, ``.#prompt.txt``, ``prompt.txt___jb_tmp___``…) never are.
 """
 
 from __future__ import annotations
@@ -45,29 +45,6 @@ from convsync.mirror.atomic import create_empty_file, write_atomic
 PROMPT = "prompt.txt"
 TAKING = ".prompt.taking"
 QUIET_SECONDS = 3.0
-
-# Names editors create next to the file they save; none of them is ever read as a prompt or uploaded.
-_ARTEFACT_PATTERNS = [
-    r"4913",  # vim's probe whether it may create files here
-    r".*~",  # vim/emacs/nano backups
-    r"\..*\.sw[a-p]",  # vim swap files (.swp, .swo, … and the .swx probe)
-    r"\..*\.sw[x]",
-    r"\.#.*",  # emacs lock symlinks
-    r"#.*#",  # emacs auto-save
-    r".*___jb_(tmp|old|bak)___",  # JetBrains safe write
-    r"\.goutputstream-.*",  # gedit / GIO
-    r".*\.kate-swp",  # kate
-    r".*\.sb-[0-9a-f]+-[A-Za-z0-9]+",  # Sublime Text atomic save
-    r"\.~lock\..*#",  # LibreOffice locks
-    r".*\.tmp\.\d+\.\d+",  # VS Code / atomic-write libraries: file.tmp.<pid>.<n>
-    r".*\.save(\.\d+)?",  # nano emergency saves
-]
-_ARTEFACT = re.compile("|".join(f"(?:{p})" for p in _ARTEFACT_PATTERNS))
-
-
-def is_editor_artefact(name: str) -> bool:
-    """True for a name an editor creates while saving (backup, swap, lock, probe, safe-write temp)."""
-    return bool(_ARTEFACT.fullmatch(name))
 
 
 @dataclass(frozen=True, slots=True)

@@ -520,10 +520,6 @@ class State:
         with self._write(durable=False) as conn:
             conn.execute("UPDATE conversations SET activity=?, last_error=? WHERE id=?", (activity, last_error, cid))
 
-    def touch_activity(self, cid: str, when: float | None = None) -> None:
-        with self._write(durable=False) as conn:
-            conn.execute("UPDATE conversations SET last_activity=? WHERE id=?", (when or time.time(), cid))
-
     # pending creates
 
     def pending_creates(self, agent_id: str) -> list[PendingCreate]:
@@ -537,10 +533,6 @@ class State:
                 (agent_id, folder, name, time.time()),
             )
         killpoints.reached("create.recorded")
-
-    def drop_pending_create(self, agent_id: str, folder: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM pending_creates WHERE agent_id=? AND folder=?", (agent_id, folder))
 
     # outbox
 
@@ -587,10 +579,6 @@ class State:
             killpoints.reached("upload.queued")
         return seq
 
-    def outbox_entry(self, seq: int) -> OutboxEntry | None:
-        rows = self._read("SELECT * FROM outbox WHERE seq=?", (seq,))
-        return self._entry(rows[0]) if rows else None
-
     def pending(self, cid: str) -> list[OutboxEntry]:
         """The conversation's entries not yet done or failed, oldest first."""
         rows = self._read(
@@ -636,10 +624,6 @@ class State:
         )
         return bool(rows)
 
-    def entries(self, cid: str) -> list[OutboxEntry]:
-        rows = self._read("SELECT * FROM outbox WHERE conversation_id=? ORDER BY seq", (cid,))
-        return [self._entry(r) for r in rows]
-
     def mark_sending(self, seq: int, baseline: Sequence[str] | None) -> None:
         """An attempt is about to start; the first attempt records ``baseline`` (later ones keep it)."""
         with self._write() as conn:
@@ -664,11 +648,6 @@ class State:
                 "UPDATE outbox SET state='failed', last_error=?, updated_at=? WHERE seq=?",
                 (error, time.time(), seq),
             )
-
-    def record_error(self, seq: int, error: str) -> None:
-        """An attempt failed in a way worth retrying; the entry keeps its place in the queue."""
-        with self._write() as conn:
-            conn.execute("UPDATE outbox SET last_error=?, updated_at=? WHERE seq=?", (error, time.time(), seq))
 
     def outbox_counts(self, cid: str | None = None) -> OutboxCounts:
         if cid is None:

@@ -12,8 +12,7 @@ import pytest
 
 from convsync.emulator import EmulatorOptions, EmulatorServer
 from convsync.errors import AlreadyRunning
-from convsync.lock import ROOT_MARKER, InstanceLock, RootLock, holder_pid
-from convsync.mirror import folders
+from convsync.lock import InstanceLock, RootLock, holder_pid
 from convsync.mirror.folders import init_root
 from tests.waiting import wait_until
 
@@ -84,11 +83,6 @@ def test_a_second_instance_on_the_same_root_is_refused_naming_pid_and_state_dir(
     assert str(root) in str(caught.value)
     with RootLock(root, tmp_path / "state-b"):  # free again once released
         pass
-
-
-def test_the_root_marker_name_is_the_one_the_mirror_uses() -> None:
-    """lock.py keeps its own copy of the marker's name (to stay light to import): it must not drift."""
-    assert ROOT_MARKER == folders.ROOT_MARKER
 
 
 def test_sync_on_a_root_another_daemon_mirrors_exits_73(tmp_path: Path) -> None:
