@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,25 +62,33 @@ def no_systemctl(tmp_path: Path) -> dict[str, str]:
     return {"PATH": str(empty)}
 
 
+def instance_command(name: str) -> tuple[list[str], dict[str, str]]:
+    """What systemd would run for convsync@NAME: the template's ExecStart with the drop-in's Environment=."""
+    template = (unit_dir() / "convsync@.service").read_text()
+    exec_start = next(line for line in template.splitlines() if line.startswith("ExecStart="))
+    drop_in = (unit_dir() / f"convsync@{name}.service.d" / "convsync.conf").read_text()
+    environment = next(line for line in drop_in.splitlines() if line.startswith("Environment="))
+    words = shlex.split(environment.removeprefix("Environment=").replace("%%", "%"))
+    return shlex.split(exec_start.removeprefix("ExecStart=")), dict(w.split("=", 1) for w in words)
+
+
 def test_two_profiles_run_side_by_side_into_two_roots(
     tmp_path: Path, tenants: tuple[EmulatorServer, EmulatorServer]
 ) -> None:
-    """Two daemons of one config, one per profile (as the two unit instances start them: the profile from
-    --profile or $CONVSYNC_PROFILE), mirror two tenants into two roots, each only its own."""
+    """Installed as convsync@alpha and convsync@beta, the two instances (each run as its unit says: the
+    template's ExecStart, the drop-in's environment) mirror two tenants into two roots, each only its own."""
     alpha, beta = tenants
     config = two_profiles(tmp_path, alpha, beta)
-    env = {**os.environ, "ALPHA_KEY": alpha.api_key, "BETA_KEY": beta.api_key, "CONVSYNC_CONFIG": str(config)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "convsync", "--profile", "alpha", "run"], env=env, stderr=subprocess.PIPE, text=True
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "convsync", "run"],
-            env={**env, "CONVSYNC_PROFILE": "beta"},
-            stderr=subprocess.PIPE,
-            text=True,
-        ),
-    ]
+    for name in ("alpha", "beta"):
+        installed = convsync(
+            "--config", str(config), "--profile", name, "service", "install", env=no_systemctl(tmp_path)
+        )
+        assert installed.returncode == 0, installed.stderr + installed.stdout
+    keys = {"ALPHA_KEY": alpha.api_key, "BETA_KEY": beta.api_key}
+    procs = []
+    for name in ("alpha", "beta"):
+        argv, unit_env = instance_command(name)
+        procs.append(subprocess.Popen(argv, env={**os.environ, **keys, **unit_env}, stderr=subprocess.PIPE, text=True))
     try:
         alpha_folder = tmp_path / "alpha-root" / "Demo Agent" / "Alpha plans"
         beta_folder = tmp_path / "beta-root" / "Demo Agent" / "Beta plans"
@@ -92,6 +100,17 @@ def test_two_profiles_run_side_by_side_into_two_roots(
     assert [proc.returncode for proc in procs] == [0, 0], errors
     assert not (tmp_path / "alpha-root" / "Demo Agent" / "Beta plans").exists()
     assert not (tmp_path / "beta-root" / "Demo Agent" / "Alpha plans").exists()
+
+
+def test_profile_from_the_command_line_or_the_environment(
+    tmp_path: Path, tenants: tuple[EmulatorServer, EmulatorServer]
+) -> None:
+    """`--profile beta` and `CONVSYNC_PROFILE=beta` choose the same profile."""
+    config = two_profiles(tmp_path, *tenants)
+    by_option = convsync("--config", str(config), "status", "--json", "--profile", "beta")
+    by_env = convsync("--config", str(config), "status", "--json", env={"CONVSYNC_PROFILE": "beta"})
+    assert by_option.stdout == by_env.stdout
+    assert str(tmp_path / "beta-root") in by_option.stdout
 
 
 def test_a_profile_has_its_own_state_directory(tmp_path: Path, tenants: tuple[EmulatorServer, EmulatorServer]) -> None:
