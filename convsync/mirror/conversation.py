@@ -48,7 +48,7 @@ from convsync.errors import (
     StreamInterrupted,
     TransientError,
 )
-from convsync.mirror import dataframes, filesync, inbox, resend
+from convsync.mirror import charts, dataframes, filesync, inbox, resend
 from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter
 from convsync.mirror.folders import (
@@ -597,7 +597,12 @@ class Reconcile:
     def _stream(self, entry: OutboxEntry) -> bool:
         """Append the prompt and the streaming reply to the transcript; False when stopped midway."""
         state, report = self.ctx.state, self.ctx.report
-        tail = LiveTail(self.folder / TRANSCRIPT, prompt=entry.payload, clock=self.ctx.clock.now)
+        tail = LiveTail(
+            self.folder / TRANSCRIPT,
+            prompt=entry.payload,
+            clock=self.ctx.clock.now,
+            on_chart=lambda mid, index, part: charts.write_chart(self.folder, mid, index, part),
+        )
         events = self.ctx.client.stream_message(self.aid, self.cid, entry.payload)
         failed: str | None = None
         try:
@@ -663,6 +668,8 @@ class Reconcile:
         plan = plan_transcript(rows, size, tail, messages, live=live or time.monotonic() < self.rt.live_until)
         changed = plan.keep != len(rows) or bool(plan.commit)
         if plan.write != "none" or changed:
+            if plan.write != "none":
+                charts.write_charts(self.folder, messages)  # drawn before the lines that embed them
             apply_plan(path, plan)
             killpoints.reached("transcript.written")
             state.commit_transcript(self.cid, plan.keep, plan.commit)

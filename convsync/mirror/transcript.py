@@ -54,6 +54,7 @@ from convsync.api.models import (
     ThoughtPart,
     ToolCallPart,
 )
+from convsync.mirror import charts
 from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.names import safe_name
 from convsync.mirror.state import TranscriptEntry
@@ -170,7 +171,8 @@ def part_suffix(kind: str, text: str = "") -> str:
     return closer(text) + "\n\n"
 
 
-def render_part(part: Part) -> str:
+def render_part(part: Part, message_id: str = "", index: int = 0) -> str:
+    """One part; ``message_id`` and ``index`` name a chart's drawing (``convsync.mirror.charts``)."""
     if isinstance(part, TextPart):
         return part_prefix(part.kind) + part.text + part_suffix(part.kind, part.text)
     if isinstance(part, ThoughtPart):
@@ -195,6 +197,9 @@ def render_part(part: Part) -> str:
         return _details("Quick actions", items or "(none)")
     if isinstance(part, ChartPart):
         title = f"Chart: {_summary_text(part.description)}" if part.description else "Chart"
+        if message_id and charts.available():
+            image = f"![{_link_text(title)}]({quote(charts.link(message_id, index))})\n\n"
+            return image + _details("Chart spec (Vega-Lite)", _json_block(part.chart_spec_raw))
         return _details(title, _json_block(part.chart_spec_raw))
     assert isinstance(part, OtherPart)
     return f"_(a part of kind `{part.kind}` that convsync does not show)_\n\n"
@@ -213,7 +218,7 @@ def _json_block(raw: str) -> str:
 
 
 def render_body(message: Message) -> str:
-    return "".join(render_part(p) for p in message.content)
+    return "".join(render_part(p, message.message_id, i) for i, p in enumerate(message.content))
 
 
 def render_message(message: Message, *, revised: bool = False) -> str:
@@ -437,6 +442,7 @@ class LiveTail:
     path: Path
     prompt: str | None = None  # written at agent_ready (the server stored it), or before anything else
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    on_chart: Callable[[str, int, ChartPart], object] | None = None  # draws a chart before its line is written
     _message: str | None = None
     _parts: dict[int, _LivePart] = field(default_factory=dict)
     _next: int = 0
@@ -490,7 +496,9 @@ class LiveTail:
         out: list[str] = []
         while (part := self._parts.get(self._next)) is not None:
             if part.part is not None:
-                out.append(render_part(part.part))
+                if isinstance(part.part, ChartPart) and self.on_chart is not None and self._message is not None:
+                    self.on_chart(self._message, self._next, part.part)
+                out.append(render_part(part.part, self._message or "", self._next))
                 self._next += 1
                 continue
             if not part.opened:

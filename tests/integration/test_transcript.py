@@ -129,3 +129,18 @@ def test_a_cut_stream_still_ends_with_the_whole_reply(mirror: Mirror) -> None:
     reply = [Message.from_wire(m) for m in mirror.emu.messages(cid)][-1]
     wait_until(lambda: transcript.read_text().endswith(render_body(reply)), 10, what="the whole reply at the end")
     assert transcript.read_text().count("## User") == 1
+
+
+def test_a_chart_reply_is_drawn_as_svg_and_embedded(mirror: Mirror) -> None:
+    """/chart with the charts extra: files/charts/<message>-<n>.svg parses as XML and transcript.md embeds it."""
+    import xml.etree.ElementTree as ET
+
+    folder, cid = chat(mirror)
+    (folder / "prompt.txt").write_text("/chart")
+    wait_until(lambda: "Here is a chart." in (folder / "transcript.md").read_text(), 15, what="the chart reply")
+    mirror.wait_idle(folder)
+    reply = mirror.emu.messages(cid)[-1]
+    svg = folder / "files" / "charts" / f"{reply['message_id']}-1.svg"
+    assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    assert f"![Chart: A bar chart](files/charts/{svg.name})" in (folder / "transcript.md").read_text()
+    assert (folder / "transcript.md").read_text() == mirror.server_rendering(cid)

@@ -291,3 +291,12 @@ def test_text_after_an_unfinished_part_waits_for_it(tmp_path: Path) -> None:
     assert path.read_text() == "## Agent · 2025-06-23 15:05 UTC\n\n"
     tail.on_event(MessageFinished(final))
     assert path.read_text() == render_message(final)
+
+
+def test_a_json_tool_result_is_pretty_printed_like_its_arguments() -> None:
+    """A tool result that is JSON shows indented in a json block; any other result as it is."""
+    call = ToolCallPart("b", "lookup", arguments_raw='{"q":"x"}', result='{"rows":[1,2],"ok":true}')
+    text = render_message(Message("m", "agent", (call,), T0))
+    assert 'Result:\n\n```json\n{\n  "rows": [\n    1,\n    2\n  ],\n  "ok": true\n}\n```' in text
+    plain = ToolCallPart("b", "lookup", arguments_raw="{}", result="not json")
+    assert "Result:\n\n```\nnot json\n```" in render_message(Message("m", "agent", (plain,), T0))
