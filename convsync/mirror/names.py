@@ -132,11 +132,14 @@ def unique_name(
     the counter goes before the last extension (``report (2).csv``). The result fits in ``max_bytes``; ``base``
     is truncated to make room for the counter.
     """
-    alike = {look_alike_key(k) for k in taken}
+    # An ASCII key is its own look-alike key, so a lookup in ``taken`` finds those; only the others are folded
+    # (folding every taken key on every call made a first mirror of thousands of conversations quadratic in NFKC).
+    alike = {_folded(k) for k in taken if not k.isascii()}
 
     def free(name: str) -> bool:
         key = name_key(name)
-        return key not in taken and look_alike_key(key) not in alike
+        folded = _folded(key)
+        return key not in taken and folded not in taken and folded not in alike
 
     if free(base):
         return base
@@ -151,6 +154,11 @@ def unique_name(
         if free(candidate):
             return candidate
         n += 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _folded(key: str) -> str:
+    return look_alike_key(key)
 
 
 def keys_of(names: Iterable[str]) -> set[str]:

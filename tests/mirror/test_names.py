@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from convsync.mirror.names import (
     child,
     inside,
     keys_of,
+    name_key,
     safe_name,
     unique_name,
 )
@@ -157,3 +159,18 @@ def test_a_name_that_only_looks_like_a_taken_one_gets_a_counter(look_alike: str)
 def test_a_name_in_another_script_that_looks_different_is_kept() -> None:
     """A Cyrillic name that does not look like a taken Latin one keeps its plain name."""
     assert unique_name("\u041e\u0442\u0447\u0451\u0442", keys_of(["Otchet"])) == "\u041e\u0442\u0447\u0451\u0442"
+
+
+def test_a_latin_name_that_looks_like_a_taken_cyrillic_one_gets_a_counter() -> None:
+    """The look-alike rule holds both ways: a Latin name after a taken Cyrillic look-alike gets a counter."""
+    assert unique_name("Q3 report", keys_of(["Q3 r\u0435\u0440\u043ert"])) == "Q3 report (2)"
+
+
+def test_naming_thousands_of_new_siblings_stays_fast() -> None:
+    """A first mirror names thousands of conversations in one pass: 3000 names take well under a second
+    (folding every taken name on every call made it quadratic in NFKC: about 6 s here, minutes for 10 000)."""
+    taken: set[str] = set()
+    started = time.perf_counter()
+    for i in range(3000):
+        taken.add(name_key(unique_name(f"conversation number {i}", taken)))
+    assert time.perf_counter() - started < 2.0
