@@ -506,7 +506,11 @@ class AgentClient:
             if token in seen:
                 raise ProtocolError(f"the server repeated the pagination token of {url.path}")
             seen.add(token)
-            body = self._get_json(*self._next_page(url, params, token))
+            try:
+                target, next_params = self._next_page(url, params, token)
+            except (httpx.InvalidURL, ValueError) as exc:  # a control character, raw non-ASCII in a path…
+                raise ProtocolError(f"the pagination 'next' of {url.path} is not a usable address") from exc
+            body = self._get_json(target, next_params)
         raise ProtocolError(f"more than {MAX_PAGES} pages from {url.path}")
 
     def _next_page(self, url: httpx.URL, params: Mapping[str, str], token: str) -> tuple[httpx.URL, Mapping[str, str]]:

@@ -209,6 +209,17 @@ def test_next_relative_reference_is_resolved_against_the_list() -> None:
     assert rec.urls[1] == f"{BASE}/agents?next=2"
 
 
+@pytest.mark.parametrize("next_", ["/agents?next=a\nb", "/agents/\u00e9t\u00e9?next=2", "http://host:x/agents"])
+def test_a_next_that_is_no_usable_address_is_a_protocol_error(next_: str) -> None:
+    """A next with a control character, raw non-ASCII in its path or a broken port is a ProtocolError (the
+    error tree's answer to an unusable page), not an exception that reads as a bug; nothing more is fetched."""
+    rec = Recorder(page([AGENT], next_), page([]))
+    client, _ = client_for(rec)
+    with pytest.raises(ProtocolError):
+        client.list_agents()
+    assert len(rec.urls) == 1
+
+
 def test_has_more_false_stops_even_with_a_next() -> None:
     """has_more: false ends the listing whatever next says."""
     rec = Recorder(page([AGENT], "tok", has_more=False))
