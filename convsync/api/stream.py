@@ -133,7 +133,8 @@ def _pointer(path: str) -> list[str]:
 def _index(container: list[Any], step: str, *, for_insert: bool) -> int:
     if step == "-" and for_insert:
         return len(container)
-    if not step.isdigit() or (len(step) > 1 and step.startswith("0")):
+    # isascii: "²" and other Unicode digits pass isdigit() but not int().
+    if not (step.isascii() and step.isdigit()) or (len(step) > 1 and step.startswith("0")):
         raise ProtocolError(f"bad array index {step!r} in a stream delta")
     index = int(step)
     limit = len(container) if for_insert else len(container) - 1
@@ -368,11 +369,12 @@ class StreamAssembler:
     def _end(self, message_id: str, data: Any) -> Iterator[StreamEvent]:
         if isinstance(data, dict) and data:
             final = data
-        elif message_id in self.stalled:
-            log.debug("message %s ended without its data; it is read from the server", message_id)
-            return
         else:
             final = self.messages.get(message_id, {})
+            # A delta may have replaced or removed the whole message ("path": ""): nothing to finish it from.
+            if message_id in self.stalled or not isinstance(final, dict):
+                log.debug("message %s ended without its data; it is read from the server", message_id)
+                return
         final = {"message_id": message_id, **final} if message_id else final
         try:
             message = Message.from_wire(final)

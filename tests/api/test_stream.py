@@ -272,6 +272,29 @@ def test_bad_path_without_message_end_data_finishes_without_the_message() -> Non
     assert isinstance(events[-1], StreamFinished)
 
 
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"op": "replace", "path": "", "value": "not a message"},
+        {"op": "remove", "path": ""},
+        {"op": "concat_string", "path": "/content/\u00b2/text", "value": "x"},  # a Unicode digit as index
+    ],
+)
+def test_a_delta_that_unmakes_the_message_never_ends_the_stream(delta: dict[str, Any]) -> None:
+    """A delta that replaces or removes the whole message, or indexes with a non-ASCII digit, before a
+    message_end without data: no MessageFinished for it, and the stream is still read to agent_finished."""
+    body = (
+        frame("agent_event", {"event_type": "message_begin", "message_id": MID, "data": {}})
+        + frame("agent_event", content(1, {"op": "add", "path": "/content", "value": [{"kind": "text"}]}))
+        + frame("agent_event", content(2, delta))
+        + frame("agent_event", {"event_type": "message_end", "message_id": MID, "data": {}})
+        + frame("agent_event", {"event_type": "agent_finished", "run_id": "r"})
+    )
+    events = list(stream_events([body]))
+    assert not [e for e in events if isinstance(e, MessageFinished)]
+    assert isinstance(events[-1], StreamFinished)
+
+
 def test_text_only_in_message_end_is_handed_out_before_it() -> None:
     """Text the deltas never carried is emitted as a PartDelta just before MessageFinished."""
     body = (
