@@ -73,6 +73,7 @@ class Config:
     debounce_ms: int = 100
     on_local_delete: Literal["detach", "delete_remote"] = "detach"
     log_level: str = "info"
+    on_reply: tuple[str, ...] = ()  # a command (argv, no shell) run when a reply finishes (convsync.hooks)
     frame_formats: tuple[str, ...] = ("parquet",)  # data_frames.formats: Parquet always, CSV beside it on request
     state_dir: Path | None = None  # None: platformdirs' user state dir (load_config always fills it in)
     config_file: Path | None = None  # the file this config was read from
@@ -91,6 +92,7 @@ _TOP_KEYS = (
     "debounce_ms",
     "on_local_delete",
     "log_level",
+    "on_reply",
     "state_dir",
     "profiles",
 )
@@ -335,6 +337,7 @@ class _Settings:
     debounce_ms: int = 100
     on_local_delete: Literal["detach", "delete_remote"] = "detach"
     log_level: str = "info"
+    on_reply: tuple[str, ...] = ()
     frame_formats: tuple[str, ...] = ("parquet",)
     state_dir: Path | None = None
     profile: str = ""
@@ -410,6 +413,20 @@ def _parse_sections(reader: _Reader, top: dict[str, Node], settings: _Settings) 
             settings.log_level = level
     if "state_dir" in top and not reader.is_null(top["state_dir"]):
         settings.state_dir = reader.path("state_dir", top["state_dir"])
+    if "on_reply" in top and not reader.is_null(top["on_reply"]):
+        settings.on_reply = _parse_command(reader, "on_reply", top["on_reply"])
+
+
+def _parse_command(reader: _Reader, key: str, node: Node) -> tuple[str, ...]:
+    """A command as an argv list of strings (run without a shell); an empty list is no command."""
+    fix = f'write it as a list, one item per argument: `{key}: [notify-send, "{{conversation}}", "{{reply}}"]`'
+    if not isinstance(node, SequenceNode):
+        reader.wrong_type(key, node, "a list", fix)
+        return ()
+    argv = [reader.text(key, item, fix) for item in node.value]
+    if any(a is None for a in argv):
+        return ()
+    return tuple(a for a in argv if a is not None)
 
 
 def _choose_profile(
@@ -1037,6 +1054,7 @@ def parse_config(text: str, source: Path, *, require_key: bool = True, profile: 
         debounce_ms=settings.debounce_ms,
         on_local_delete=settings.on_local_delete,
         log_level=settings.log_level,
+        on_reply=settings.on_reply,
         frame_formats=settings.frame_formats,
         state_dir=paths.state_dir(settings.state_dir),
         config_file=reader.source,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from convsync.api.client import AgentClient
+from convsync.hooks import ReplyDone
 from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.folders import ERRORS_LOG, STATUS
 from convsync.mirror.state import State
@@ -200,4 +201,5 @@ class ConversationContext:
     traits: ServerTraits
     stopping: Callable[[], bool]
     replan: Callable[[], None]  # ask for the agent's pass (the conversation may be gone on the server)
+    on_reply: Callable[[ReplyDone], object] | None = None  # the config's done-hook (convsync.hooks), if any
     frame_formats: tuple[str, ...] = ("parquet",)  # data_frames.formats: "csv" adds <name>.csv beside each frame

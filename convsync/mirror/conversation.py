@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 
-from convsync import killpoints
+from convsync import hooks, killpoints
 from convsync.api.client import Progress
 from convsync.api.models import (
     AgentFailed,
@@ -592,7 +592,25 @@ class Reconcile:
             log.info("%s: reply finished (%d characters in %.1f s)", self._where, len(reply.text), seconds)
         if self._sync_transcript(final, live=not cut):
             self.rt.live_until = 0.0
+        if not cut:  # a cut reply may still come: it is read from the server, without a hook
+            self._reply_done(reply)
         return True
+
+    def _reply_done(self, reply: Message | None) -> None:
+        """Tell the config's ``on_reply`` hook (if any) that a reply finished, or failed."""
+        if self.ctx.on_reply is None:
+            return
+        row = self.ctx.state.conversation(self.cid)
+        failed = self.ctx.report.problem is not None and self.ctx.report.problem.startswith("the agent failed")
+        self.ctx.on_reply(
+            hooks.ReplyDone(
+                folder=str(self.folder),
+                agent=self.folder.parent.name,
+                conversation=row.name if row is not None and row.name else self.folder.name,
+                reply=hooks.first_line(reply.text) if reply is not None and not failed else "",
+                status="failed" if failed else "ok",
+            )
+        )
 
     def _stream(self, entry: OutboxEntry) -> bool:
         """Append the prompt and the streaming reply to the transcript; False when stopped midway."""

@@ -27,9 +27,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from convsync import paths
+from convsync import hooks, paths
 from convsync.api.client import AgentClient
 from convsync.api.models import Agent, Conversation
 from convsync.api.ratelimit import Lane, request_lane
@@ -1054,6 +1055,9 @@ class Engine:
             stopping=self._stopping.is_set,
             replan=lambda: self._schedule(LISTS),
             frame_formats=self._config.frame_formats,
+            on_reply=partial(hooks.run_on_reply, self._config.on_reply, secret=self._config.api_key)
+            if self._config.on_reply
+            else None,
         )
 
     # --- hints ----------------------------------------------------------------------------------------------
