@@ -114,8 +114,11 @@ def _zsh_option(option: Option) -> str:
     repeat = "*" if option.flags[0] in ("-v", "-q") else ""
     if len(option.flags) == 1:
         return f"'{repeat}{option.flags[0]}[{help_text}]{value}'"
+    braces = "{" + ",".join(option.flags) + "}"
+    if repeat:  # repeatable: no exclusion list (it would forbid the second -v)
+        return f"'*'{braces}'[{help_text}]{value}'"
     group = " ".join(option.flags)
-    return f"'{repeat}({group})'{{{','.join(option.flags)}}}'[{help_text}]{value}'"
+    return f"'({group})'{braces}'[{help_text}]{value}'"
 
 
 def _zsh_command(command: Command) -> list[str]:
@@ -156,7 +159,19 @@ def _zsh(program: Program) -> str:
     ]
     for command in program.commands:
         lines.extend(_zsh_command(command))
-    lines += ["      esac", "      ;;", "  esac", "}", f'{fn} "$@"', ""]
+    # Autoloaded from $fpath (#compdef) it completes; sourced (source <(convsync completion zsh)) it registers.
+    lines += [
+        "      esac",
+        "      ;;",
+        "  esac",
+        "}",
+        'if [[ "${zsh_eval_context[-1]}" == loadautofunc ]]; then',
+        f'  {fn} "$@"',
+        "else",
+        f"  compdef {fn} {program.name}",
+        "fi",
+        "",
+    ]
     return "\n".join(lines)
 
 

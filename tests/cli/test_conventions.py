@@ -157,18 +157,52 @@ def test_bash_completion_completes_an_options_choices() -> None:
     assert "uninstall" in done.stdout.split()
 
 
+# Types a line and a TAB into an interactive zsh on a pseudo-terminal (zsh/zpty) and prints what the line became.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty -b z "ZDOTDIR=$1 TERM=dumb zsh -i"
+zpty -r -t z out '*> *' || { sleep 1; zpty -r z out; }
+out=''
+zpty -w -n z "$2"$'\t'
+integer i
+for i in {1..100}; do
+  zpty -r -t z chunk && out+=$chunk
+  [[ $out == *"$3"* ]] && break
+  sleep 0.05
+done
+print -r -- "$out"
+zpty -d z
+"""
+
+
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (.ci/run installs it)")
-def test_zsh_completion_is_valid_zsh() -> None:
-    """The zsh completion script parses (zsh -n)."""
+@pytest.mark.parametrize(
+    ("typed", "completed"),
+    [
+        ("convsync ser", "convsync service "),
+        ("convsync -v service in", "convsync -v service install "),
+        ("convsync emulator --next-form u", "convsync emulator --next-form url "),
+    ],
+)
+def test_zsh_completion_completes(tmp_path: Path, typed: str, completed: str) -> None:
+    """In an interactive zsh with compinit and the generated script sourced, TAB completes commands, actions
+    and option values."""
+    script = tmp_path / "_convsync"
+    script.write_text(convsync("completion", "zsh").stdout)
+    (tmp_path / ".zshrc").write_text(
+        f"autoload -Uz compinit && compinit -u -d {tmp_path}/.zcompdump\nsource {script}\nPROMPT='> '\n"
+    )
+    driver = tmp_path / "driver.zsh"
+    driver.write_text(ZSH_DRIVER)
     done = subprocess.run(
-        ["zsh", "-n", "/dev/stdin"],
-        input=convsync("completion", "zsh").stdout,
+        ["zsh", "-f", str(driver), str(tmp_path), typed, completed],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert completed in done.stdout.replace("\r", ""), done.stdout + done.stderr
+    assert "_arguments" not in done.stdout  # no error from the completion functions
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (.ci/run installs it)")
