@@ -95,7 +95,9 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
         for problem in exc.problems:
             message, _, fix = problem.partition(". Fix: ")
             report.problem("config", message, fix, Exit.CONFIG)
-        say("The remaining checks need a valid config; fix the problems above and run convsync doctor again.")
+        for topic in ("trust", "API key", "server", "root", "inotify", "state", "daemon"):
+            report.skipped(topic, "needs a valid config (fix the problems above)")
+        say("Fix the problems above and run convsync doctor again.")
         return report.exit_code()
     report.ok("config", str(config.config_file))
     _check_trust(config, report)  # needs neither the key nor the network

@@ -100,6 +100,16 @@ def test_doctor_without_key_names_the_skipped_check_and_runs_the_local_ones(sync
     assert "ok       state:" in done.stdout
 
 
+def test_doctor_with_a_broken_config_names_every_skipped_check(tmp_path: Path) -> None:
+    """`doctor` on an invalid config lists the checks it could not run, each with the reason."""
+    config = tmp_path / "config.yaml"
+    config.write_text("server:\n  url: nowhere\n")
+    done = convsync("doctor", "--config", str(config))
+    assert done.returncode == 78
+    for topic in ("trust", "API key", "server", "root", "inotify", "state", "daemon"):
+        assert f"skipped  {topic}: needs a valid config" in done.stdout
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_help_has_a_description_and_examples(command: str) -> None:
     """`convsync COMMAND --help` shows a description and an examples section."""
