@@ -10,21 +10,20 @@ Threads (all owned, all joined by ``stop``)::
     workers     a small pool running jobs; a job key is never run by two workers at once, so one conversation
                 is handled by one thread at a time and its prompts go out in order
 
-Jobs: ``("lists", "")`` resolves agents and plans every agent against the server's conversation lists;
-``("rescan", "")`` plans every agent against the disk only and looks at every conversation folder;
-``("agent", aid)`` plans one agent against the disk; ``("conv", cid)`` reconciles one conversation
-(``convsync.mirror.conversation``). Planning is pure (``convsync.mirror.plan``); this module carries it out.
+Jobs (``convsync.mirror.scheduler``, each in a lane of the request budget): ``ListsJob`` resolves agents and
+plans every agent against the server's conversation lists; ``RescanJob`` plans every agent against the disk
+only and looks at every conversation folder; ``AgentJob`` plans one agent against the disk;
+``ConversationJob`` reconciles one conversation (``convsync.mirror.conversation``). File events become jobs
+in ``convsync.mirror.routing``. Planning is pure (``convsync.mirror.plan``); this module carries it out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +35,6 @@ from convsync.api.models import Agent, Conversation
 from convsync.api.ratelimit import Lane, request_lane
 from convsync.config import Config
 from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
-from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits, without_ids
 from convsync.mirror.conversation import (
     FOLDER_QUIET_SECONDS,
@@ -48,11 +46,6 @@ from convsync.mirror.conversation import (
 )
 from convsync.mirror.folders import (
     CONVERSATION_MARKER,
-    DATA_FRAMES,
-    FILES,
-    INBOX,
-    OWN_FILES,
-    ROOT_MARKER,
     Created,
     check_root,
     create_agent_folder,
@@ -82,7 +75,20 @@ from convsync.mirror.plan import (
     plan_agent,
     poll_intervals,
 )
-from convsync.mirror.prompt import PROMPT, TAKING, write_failed_prompt
+from convsync.mirror.prompt import write_failed_prompt
+from convsync.mirror.routing import route
+from convsync.mirror.scheduler import (
+    LISTS,
+    RESCAN,
+    AgentJob,
+    ConversationJob,
+    Job,
+    ListsJob,
+    RescanJob,
+    Scheduler,
+    Timer,
+    TimerKind,
+)
 from convsync.mirror.state import DB_NAME, AgentRow, ConversationRow, State
 from convsync.watch import Hint, Watcher
 
@@ -93,15 +99,10 @@ FIRST_POLL_REQUESTS = 3  # messages, files, frames
 REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
-DEBOUNCE_CAP_FACTOR = 5  # a burst of events delays a job by at most this many debounce periods
 CREATE_BATCH = 100  # new conversation folders built, fsynced and bound together
 FIRST_BATCH = 10  # the newest few are built (and fetched) first: the ones a person opens first
 LOGGED_ONE_BY_ONE = 3  # more new conversations at once are logged in one line
 DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
-
-JobKey = tuple[str, str]
-LISTS: JobKey = ("lists", "")
-RESCAN: JobKey = ("rescan", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,27 +162,17 @@ class Engine:
         self._state = State(state_path(config))
         self._clock = ServerClock()
         self._traits = ServerTraits()
-        # One lock guards the engine's shared state; the scheduler waits on ``_cond`` and the workers on ``_work``,
-        # so scheduling a job wakes one thread, not all of them (a first mirror schedules thousands).
-        lock = threading.RLock()
-        self._cond = threading.Condition(lock)
-        self._work = threading.Condition(lock)
+        # The scheduler's lock also guards the engine's shared state (runtimes, indexes, the folders being
+        # built); it is never held across I/O. The scheduler thread waits on ``_cond``, the workers elsewhere.
+        self._sched = Scheduler()
+        self._cond = self._sched.changed
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._watcher: Watcher | None = None
         self._watch_lock = threading.Lock()  # the lists job and the watch job may both start the watcher
-        self._due: dict[JobKey, float] = {}
-        self._lanes: dict[JobKey, Lane] = {}  # the lane of each due job: its most urgent reason
-        self._first_hint: dict[JobKey, float] = {}
-        self._queues: dict[Lane, deque[JobKey]] = {lane: deque() for lane in Lane}
-        self._queued: dict[JobKey, Lane] = {}  # the keys in ``_queues``
-        self._busy: set[JobKey] = set()
-        self._idle = 0  # workers waiting for a job
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_poll: dict[str, float] = {}
-        # (when, "poll" | "recheck" | "retry" | "forget", conversation)
-        self._timer_heap: list[tuple[float, str, str]] = []
         self._next_lists = 0.0
         self._next_rescan = 0.0
         self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
@@ -222,7 +213,7 @@ class Engine:
         with self._cond:
             self._next_lists = now
             self._next_rescan = now + self._config.rescan_seconds
-            self._due_at(LISTS, now, Lane.FIRST_LOOK)
+            self._sched.due_at(LISTS, now, Lane.FIRST_LOOK)
         self._spawn("convsync-scheduler", self._scheduler_loop)
         for i in range(WORKERS):
             self._spawn(f"convsync-worker-{i + 1}", self._worker_loop)
@@ -242,7 +233,7 @@ class Engine:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-            self._work.notify_all()
+            self._sched.work.notify_all()
         with self._watch_lock:
             if self._watcher is not None:
                 self._watcher.stop(timeout=timeout / 4)
@@ -266,7 +257,7 @@ class Engine:
         """Apply a new configuration; queued work (in the state database) is kept."""
         old = self._config
         client_keys = ("url", "auth", "api_key", "verify_tls", "ca_bundle", "use_truststore", "timeout_seconds")
-        rate_keys = ("rate_limit_requests", "rate_limit_window_seconds")
+        rate_keys = ("rate_limit_requests", "rate_limit_window_seconds", "rate_limit_background_share")
         changed = any(getattr(old, k) != getattr(config, k) for k in client_keys + rate_keys)
         new_client = self._owns_client and changed
         with self._cond:
@@ -274,7 +265,7 @@ class Engine:
             if new_client:
                 self._retired.append(self._client)
                 self._client = build_client(config)
-            self._due_at(LISTS, time.monotonic(), Lane.INTERACTIVE)
+            self._sched.due_at(LISTS, time.monotonic(), Lane.INTERACTIVE)
             self._next_rescan = time.monotonic()
             self._cond.notify_all()
         if config.root != old.root and self._started:
@@ -308,8 +299,9 @@ class Engine:
                     window = self._intervals.idle
                 self._set_poll(cid, now + random.uniform(0, window))  # noqa: S311 (not for secrets)
             # Entries superseded above are skipped when they surface; drop them now so the heap stays small.
-            self._timer_heap = [e for e in self._timer_heap if e[1] != "poll" or self._next_poll.get(e[2]) == e[0]]
-            heapq.heapify(self._timer_heap)
+            self._sched.drop_timers(
+                lambda t: t.kind is not TimerKind.POLL or self._next_poll.get(t.conversation_id) == t.at
+            )
             self._cond.notify_all()
 
     def run_once(self) -> SyncReport:
@@ -355,9 +347,8 @@ class Engine:
                 target = 1
             else:
                 target = self._passes_started + 1  # one in flight started before the request: not it
-                now = time.monotonic()
-                self._due[LISTS] = now
-                self._due[RESCAN] = now
+                self._sched.run_now(LISTS)
+                self._sched.run_now(RESCAN)
                 self._cond.notify_all()
             if not self._cond.wait_for(lambda: self._passes_done >= target or self._stopping.is_set(), timeout):
                 raise TimeoutError("the pass did not finish in time")
@@ -412,25 +403,25 @@ class Engine:
             with self._cond:
                 self._heartbeat = now
                 self._timers(now)
-                wake = self._dispatch(now)
+                wake = self._sched.dispatch(now)
                 self._cond.wait(max(0.005, min(SCHEDULER_TICK, wake - now)))
 
     def _timers(self, now: float) -> None:
         """Turn due timers into jobs (called with the lock held)."""
         config = self._config
         if now >= self._next_lists:
-            self._due_at(LISTS, now, Lane.BACKGROUND)
+            self._sched.due_at(LISTS, now, Lane.BACKGROUND)
             self._next_lists = now + max(self._intervals.lists, config.poll_conversations_seconds)
         if now >= self._next_rescan:
-            self._due_at(RESCAN, now, Lane.BACKGROUND)
+            self._sched.due_at(RESCAN, now, Lane.BACKGROUND)
             self._next_rescan = now + config.rescan_seconds
-        while self._timer_heap and self._timer_heap[0][0] <= now:
-            at, kind, cid = heapq.heappop(self._timer_heap)
+        for timer in self._sched.due_timers(now):
+            at, kind, cid = timer.at, timer.kind, timer.conversation_id
             rt = self._runtimes.get(cid)
             if rt is None:
                 continue
             lane = Lane.INTERACTIVE  # a prompt or a file settling, a retry of queued work
-            if kind == "poll":
+            if kind is TimerKind.POLL:
                 lane = Lane.BACKGROUND
                 if self._next_poll.get(cid) != at:
                     continue  # superseded
@@ -441,158 +432,62 @@ class Engine:
                     continue
                 rt.add(Flags(poll=True))
                 self._set_poll(cid, now + interval)
-            elif kind == "recheck":
+            elif kind is TimerKind.RECHECK:
                 if rt.recheck_at != at:
                     continue
                 rt.recheck_at = None
                 rt.add(Flags(local=True))
-            elif kind == "retry":
+            elif kind is TimerKind.RETRY:
                 if rt.retry_at != at:
                     continue
                 rt.retry_at = 0.0
                 rt.add(Flags(local=True))
-            elif kind == "forget":
+            elif kind is TimerKind.FORGET:
                 # Messages read are kept only while they may serve as a send's baseline: a thousand idle
                 # conversations' messages would otherwise stay in memory (and in every GC pass) for good.
-                if ("conv", cid) not in self._busy:  # else a reconcile runs: it will time a new "forget"
+                if not self._sched.busy(ConversationJob(cid)):  # else a reconcile runs: it will time a new "forget"
                     read_at, messages = rt.fetched
                     if messages and read_at + PRE_SEND_FRESH_SECONDS == at:
                         rt.fetched = (read_at, [])
                 continue
-            self._due_at(("conv", cid), now, lane)
-
-    def _due_at(self, key: JobKey, at: float, lane: Lane) -> None:
-        """Make ``key`` due at ``at`` unless it is due already (lock held); its lane is the most urgent asked."""
-        self._due.setdefault(key, at)
-        self._lanes[key] = min(self._lanes.get(key, lane), lane)
+            self._sched.due_at(ConversationJob(cid), now, lane)
 
     def _set_poll(self, cid: str, at: float) -> None:
         """Poll ``cid`` at ``at`` (lock held); an earlier entry for it becomes stale."""
         self._next_poll[cid] = at
-        heapq.heappush(self._timer_heap, (at, "poll", cid))
-
-    def _dispatch(self, now: float) -> float:
-        """Move due jobs to the queue; return when the next one falls due (lock held)."""
-        wake = now + SCHEDULER_TICK
-        if self._timer_heap:
-            wake = min(wake, self._timer_heap[0][0])
-        for key, at in list(self._due.items()):
-            if at > now:
-                wake = min(wake, at)
-            elif key in self._queued:
-                # Waiting to run already: when it runs it sees whatever this was for (flags live in the
-                # runtime). Dropping it keeps ``_due`` small, so a dispatch costs little with 1,000 jobs queued.
-                # A more urgent reason moves it up to its lane.
-                del self._due[key]
-                self._first_hint.pop(key, None)
-                lane = self._lanes.pop(key, Lane.INTERACTIVE)
-                if lane < self._queued[key]:
-                    self._queues[self._queued[key]].remove(key)
-                    self._queues[lane].append(key)
-                    self._queued[key] = lane
-                    self._work.notify()
-            elif key not in self._busy:
-                del self._due[key]
-                self._first_hint.pop(key, None)
-                lane = self._lanes.pop(key, Lane.INTERACTIVE)
-                self._queues[lane].append(key)
-                self._queued[key] = lane
-                self._work.notify()
-        for at in (self._next_lists, self._next_rescan):
-            wake = min(wake, at)
-        return wake
-
-    def _next_job(self) -> tuple[JobKey, Lane] | None:
-        """The most urgent queued job this worker may take (lock held): the last idle worker takes interactive
-        jobs only, so a save never waits for a worker busy with polls or first looks; background jobs wait
-        for the end of the first lists pass (while it builds folders, their first looks come first)."""
-        for lane, queue in self._queues.items():
-            if lane is Lane.BACKGROUND and not self._ready.is_set():
-                break
-            while queue and (lane is Lane.INTERACTIVE or self._idle > 1):
-                key = queue.popleft()
-                del self._queued[key]
-                if key not in self._busy:
-                    return key, lane
-                self._due_at(key, time.monotonic(), lane)  # claimed by a pass meanwhile: after it
-        return None
+        self._sched.add_timer(Timer(at, TimerKind.POLL, cid))
 
     def _worker_loop(self) -> None:
-        while True:
-            with self._cond:
-                self._idle += 1
-                while not self._stopping.is_set() and (job := self._next_job()) is None:
-                    self._work.wait(SCHEDULER_TICK)
-                self._idle -= 1
-                if self._stopping.is_set():
-                    return
-                assert job is not None
-                key, lane = job
-                self._busy.add(key)
+        while (taken := self._sched.take(self._stopping.is_set)) is not None:
+            job, lane = taken
             try:
                 with request_lane(lane):
-                    self._run_job(key, lane)
+                    self._run_job(job, lane)
             except Exception as exc:
-                log.exception("job %s failed", key)
+                log.exception("job %s failed", job)
                 self._problem("bug", f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
             finally:
-                with self._cond:
-                    self._busy.discard(key)
-                    self._cond.notify_all()  # the scheduler (a job for this key may wait), a pass claiming it
+                self._sched.done(job)
 
-    def _claim(self, key: JobKey, *, wait: bool) -> bool:
-        """Take ``key`` as a running job does, for work outside its job (a pass over every agent, an agent
-        pass moving a conversation's folder): the queue's one-job-per-key rule is the exclusion, and no lock
-        is held across the requests made meanwhile. Busy: False, or with ``wait`` wait for it (holding
-        nothing); False when stopping."""
-        with self._cond:
-            while key in self._busy:
-                if not wait or self._stopping.is_set():
-                    return False
-                self._cond.wait(SCHEDULER_TICK)
-            self._busy.add(key)
-            return True
+    def _claim(self, job: Job, *, wait: bool) -> bool:
+        return self._sched.claim(job, wait=wait, stopping=self._stopping.is_set)
 
-    def _release(self, key: JobKey) -> None:
-        with self._cond:
-            self._busy.discard(key)
-            self._cond.notify_all()
-
-    def _schedule(
-        self, key: JobKey, delay: float = 0.0, *, debounce: bool = False, lane: Lane = Lane.INTERACTIVE
-    ) -> None:
-        with self._cond:
-            now = time.monotonic()
-            at = now + delay
-            self._lanes[key] = min(self._lanes.get(key, lane), lane)
-            if debounce:
-                first = self._first_hint.setdefault(key, now)
-                cap = first + delay * DEBOUNCE_CAP_FACTOR
-                at = min(at, cap) if key in self._due else at
-                self._due[key] = at
-            else:
-                self._due[key] = min(self._due.get(key, at), at)
-            self._cond.notify_all()
-
-    # --- jobs -----------------------------------------------------------------------------------------------
-
-    def _run_job(self, key: JobKey, lane: Lane) -> None:
-        kind, ident = key
+    def _run_job(self, job: Job, lane: Lane) -> None:
         try:
             check_root(self._config.root)
         except RootUnavailable as exc:
             if self._problems.get("root") != str(exc):
                 log.error("%s", exc)
             self._problem("root", str(exc))
-            if not self._ready.is_set() and kind == "lists":
+            if not self._ready.is_set() and isinstance(job, ListsJob):
                 self._ready.set()  # READY, with the problem in the status: nothing else to wait for
             return
         if "root" in self._problems:
             log.info("the mirror root is back; resuming")
             self._problem("root", None)
-            self._schedule(LISTS)
-            self._schedule(RESCAN)
-        if kind == "lists":
+            self._sched.schedule(LISTS)
+            self._sched.schedule(RESCAN)
+        if isinstance(job, ListsJob):
             if self._lists_pass() is not None:
                 self._local_pass(schedule=True)
             # The folders exist: the watcher starts now, so a prompt saved during a first mirror goes out at once
@@ -600,13 +495,14 @@ class Engine:
             if self._watcher is None:
                 self._start_watching()
             self._after_first_scan()
-        elif kind == "rescan":
+        elif isinstance(job, RescanJob):
             self._local_pass(schedule=True)
-        elif kind == "agent":
-            agent = next((a for a in self._configured_agents() if a.id == ident), None)
+        elif isinstance(job, AgentJob):
+            agent = next((a for a in self._configured_agents() if a.id == job.agent_id), None)
             if agent is not None:  # the job holds its key: no other pass plans this agent meanwhile
                 self._agent_pass(agent, None)
-        elif kind == "conv":
+        else:
+            ident = job.conversation_id
             rt = self._runtime(ident)
             flags = rt.pop()
             # Files and frames are listed in the background lane: a first look or a reply leaves them to a
@@ -626,7 +522,7 @@ class Engine:
         with self._cond:
             for rt in self._runtimes.values():
                 rt.seen = None
-        self._schedule(RESCAN)
+        self._sched.schedule(RESCAN)
 
     def _after_first_scan(self) -> None:
         if self._ready.is_set():
@@ -637,12 +533,13 @@ class Engine:
             for row in self._active_conversations():
                 rt = self._runtime(row.id)
                 rt.add(Flags(local=True))
-                self._due_at(("conv", row.id), now, Lane.INTERACTIVE if row.id in pending else Lane.BACKGROUND)
+                self._sched.due_at(
+                    ConversationJob(row.id), now, Lane.INTERACTIVE if row.id in pending else Lane.BACKGROUND
+                )
                 if row.id in pending:
                     rt.touch()
             self._ready.set()
-            self._cond.notify_all()
-            self._work.notify_all()  # background jobs may run now
+        self._sched.open_background()
 
     def _after_conversation(self, cid: str, outcome: Outcome | None, lane: Lane) -> None:
         if outcome is None:
@@ -650,8 +547,8 @@ class Engine:
         if outcome.gone:
             row = self._state.conversation(cid)
             if row is not None:
-                self._schedule(("agent", row.agent_id))
-            self._schedule(LISTS, 0.5)
+                self._sched.schedule(AgentJob(row.agent_id))
+            self._sched.schedule(LISTS, 0.5)
         if outcome.transient is not None:
             if not self._server_trouble:
                 log.warning("the server is unreachable or failing: %s", without_ids(str(outcome.transient)))
@@ -662,13 +559,13 @@ class Engine:
         rt = self._runtimes.get(cid)
         with self._cond:
             if rt is not None and rt.recheck_at is not None:
-                heapq.heappush(self._timer_heap, (rt.recheck_at, "recheck", cid))
+                self._sched.add_timer(Timer(rt.recheck_at, TimerKind.RECHECK, cid))
             if rt is not None and rt.retry_at:
-                heapq.heappush(self._timer_heap, (rt.retry_at, "retry", cid))
+                self._sched.add_timer(Timer(rt.retry_at, TimerKind.RETRY, cid))
             if rt is not None and rt.fetched[1]:
-                heapq.heappush(self._timer_heap, (rt.fetched[0] + PRE_SEND_FRESH_SECONDS, "forget", cid))
+                self._sched.add_timer(Timer(rt.fetched[0] + PRE_SEND_FRESH_SECONDS, TimerKind.FORGET, cid))
             if rt is not None and rt.files_due and lane is not Lane.BACKGROUND:  # left to the background lane
-                self._due_at(("conv", cid), time.monotonic(), Lane.BACKGROUND)
+                self._sched.due_at(ConversationJob(cid), time.monotonic(), Lane.BACKGROUND)
             if outcome.sent or (rt is not None and rt.active):
                 soon = time.monotonic() + self._intervals.active
                 if self._next_poll.get(cid, soon + 1) > soon:
@@ -693,7 +590,7 @@ class Engine:
             for agent in self._resolve_agents():
                 # The agent's key is held from the listing on: it must not be older than the bindings it is
                 # planned with (a folder made meanwhile, created on the server, would read as deleted there).
-                key = ("agent", agent.id)
+                key = AgentJob(agent.id)
                 if not self._claim(key, wait=True):
                     break  # stopping
                 try:
@@ -701,7 +598,7 @@ class Engine:
                     self._state.refresh_names(agent.id, {c.id: c.name for c in remote})  # for convsync status
                     self._agent_pass(agent, remote)
                 finally:
-                    self._release(key)
+                    self._sched.done(key)
         except ApiError as exc:
             if isinstance(exc, AuthError):
                 message = f"the server refused the API key: {exc}"
@@ -734,7 +631,7 @@ class Engine:
                 rt.retry_at = 0.0
                 rt.backoff.succeeded()
                 rt.add(Flags(local=True))
-                self._due_at(("conv", cid), now, Lane.INTERACTIVE)
+                self._sched.due_at(ConversationJob(cid), now, Lane.INTERACTIVE)
             self._cond.notify_all()
 
     def _resolve_agents(self) -> list[AgentRow]:
@@ -814,13 +711,13 @@ class Engine:
         """Plan every agent against the disk only, and look at every conversation folder."""
         for agent in self._configured_agents():
             if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
-                key = ("agent", agent.id)
+                key = AgentJob(agent.id)
                 if not self._claim(key, wait=True):
                     return  # stopping
                 try:
                     self._agent_pass(agent, None)
                 finally:
-                    self._release(key)
+                    self._sched.done(key)
         if schedule:
             folders = {a.id: a.folder for a in self._configured_agents()}
             pending = set(self._state.conversations_with_pending())
@@ -830,10 +727,10 @@ class Engine:
                 # Only folders that changed since the last look (or with queued work) need one.
                 if row.id in pending:
                     rt.add(Flags(local=True))
-                    self._schedule(("conv", row.id))
+                    self._sched.schedule(ConversationJob(row.id))
                 elif rt.seen != folder_fingerprint(root / folders[row.agent_id] / row.folder):
                     rt.add(Flags(local=True))  # a send it finds goes out in the interactive lane all the same
-                    self._schedule(("conv", row.id), lane=Lane.BACKGROUND)
+                    self._sched.schedule(ConversationJob(row.id), lane=Lane.BACKGROUND)
 
     # --- one agent ------------------------------------------------------------------------------------------
 
@@ -955,7 +852,7 @@ class Engine:
             folder = child(root, agent_dir, action.folder)
             age = time.time() - folder.stat().st_mtime
             if age < FOLDER_QUIET_SECONDS:  # maybe being deleted right now: look again when it is quiet
-                self._schedule(("agent", agent.id), FOLDER_QUIET_SECONDS - age + 0.1)
+                self._sched.schedule(AgentJob(agent.id), FOLDER_QUIET_SECONDS - age + 0.1)
                 return
             write_marker(root, folder, CONVERSATION_MARKER, action.cid)
         elif isinstance(action, MoveAside):
@@ -968,7 +865,7 @@ class Engine:
             # safety valve) or moved back in the meantime must not lose its conversation.
             first = self._delete_grace.setdefault(action.cid, time.monotonic())
             if time.monotonic() - first < DELETE_GRACE_SECONDS:
-                self._schedule(("agent", agent.id), DELETE_GRACE_SECONDS + 0.1)
+                self._sched.schedule(AgentJob(agent.id), DELETE_GRACE_SECONDS + 0.1)
                 return
             del self._delete_grace[action.cid]
             with contextlib.suppress(NotFound):
@@ -984,9 +881,9 @@ class Engine:
     def _move_aside(self, agent: AgentRow, agent_dir: Path, action: MoveAside) -> None:
         root = self._config.root
         path = child(root, agent_dir, action.folder)
-        key = ("conv", action.cid) if action.cid else None
+        key = ConversationJob(action.cid) if action.cid else None
         if key is not None and not self._claim(key, wait=False):
-            self._schedule(("agent", agent.id), 1.0)  # it is being worked on; look again in a moment
+            self._sched.schedule(AgentJob(agent.id), 1.0)  # it is being worked on; look again in a moment
             return
         try:
             dest = move_aside(root, agent.folder, path)
@@ -999,7 +896,7 @@ class Engine:
             log.info("conversation folder %s moved to %s (gone on the server)", path, dest)
         finally:
             if key is not None:
-                self._release(key)
+                self._sched.done(key)
 
     def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
         rt = self._runtime(cid)
@@ -1011,7 +908,7 @@ class Engine:
                 flags.prompt_signal_ns = time.time_ns()
             self._folder_index[key] = cid
         rt.add(flags)
-        self._schedule(("conv", cid), lane=lane)
+        self._sched.schedule(ConversationJob(cid), lane=lane)
 
     # --- one conversation -----------------------------------------------------------------------------------
 
@@ -1053,7 +950,7 @@ class Engine:
             clock=self._clock,
             traits=self._traits,
             stopping=self._stopping.is_set,
-            replan=lambda: self._schedule(LISTS),
+            replan=lambda: self._sched.schedule(LISTS),
             frame_formats=self._config.frame_formats,
             on_reply=partial(hooks.run_on_reply, self._config.on_reply, secret=self._config.api_key)
             if self._config.on_reply
@@ -1063,69 +960,26 @@ class Engine:
     # --- hints ----------------------------------------------------------------------------------------------
 
     def _on_hint(self, hint: Hint) -> None:
-        """Called from the watcher's thread: map a path to a job and schedule it, debounced."""
-        try:
-            rel = hint.path.relative_to(self._config.root)
-        except ValueError:
-            return
-        parts = rel.parts
-        if not parts:
-            return
-        if hint.kind == "moved_to" and hint.source is not None and self._renamed_into_place(hint.source):
-            # The engine's own new conversation folder (and, as watchdog walks it, everything in it): bound and
-            # scheduled by ``_bound`` already. Reacting would plan the whole agent again for each new folder.
-            return
-        debounce = self._config.debounce_ms / 1000.0
-        if parts[0] == ROOT_MARKER:
-            self._schedule(LISTS, debounce, debounce=True)
-            return
-        if parts[0].startswith("."):
-            return  # .deleted/, our temp folders
-        if len(parts) > 2 and parts[1].startswith(TEMP_PREFIX):
-            return  # inside a conversation folder the engine is building
-        aid = self._agent_index.get(parts[0])
-        if len(parts) <= 2:
-            if len(parts) == 2 and parts[1].startswith("."):
-                return  # our conversation folders under construction
-            if len(parts) == 2 and (parts[0], parts[1]) in self._building:
-                return
-            self._schedule(("agent", aid) if aid else RESCAN, debounce, debounce=True)
-            return
-        key = (parts[0], parts[1])
-        name = parts[2]
+        """Called from the watcher's thread: route a path to its job and schedule it, debounced."""
         with self._cond:  # atomic with _bound: a save in a folder being bound is never lost
-            cid = self._folder_index.get(key)
-            if cid is None and name == PROMPT and _is_save(hint):
-                self._orphan_signals.add(key)
-            building = key in self._building
-        if cid is None:
-            if aid and not building:
-                self._schedule(("agent", aid), debounce, debounce=True)
-            return
-        flags = Flags(local=True)
-        if len(parts) == 3:
-            if name in OWN_FILES and hint.kind not in ("deleted", "moved_from"):
-                return  # our own writes
-            if name.startswith(TEMP_PREFIX) or name == TAKING:
-                return
-            if name == PROMPT and _is_save(hint):
-                flags.prompt_signal_ns = time.time_ns()
-            if name == CONVERSATION_MARKER and aid:
-                self._schedule(("agent", aid), debounce, debounce=True)
-        elif name in (FILES, DATA_FRAMES):
-            return  # convsync's downloads and exports
-        elif name == INBOX and len(parts) == 4 and hint.kind in ("closed", "moved_to"):
-            flags.inbox_hints.add(parts[3])
-        self._runtime(cid).add(flags)
-        self._schedule(("conv", cid), debounce, debounce=True)
-
-    def _renamed_into_place(self, source: Path) -> bool:
-        """Whether ``source`` lies in a conversation folder the engine built under a temp name."""
-        try:
-            parts = source.relative_to(self._config.root).parts
-        except ValueError:
-            return False
-        return len(parts) >= 2 and parts[1].startswith(TEMP_PREFIX)
+            where = route(
+                hint,
+                self._config.root,
+                agents=self._agent_index,
+                conversation_of=self._folder_index.get,
+                building=self._building.__contains__,
+            )
+            if where.orphan is not None:
+                self._orphan_signals.add(where.orphan)
+        debounce = self._config.debounce_ms / 1000.0
+        for job in where.jobs:
+            self._sched.schedule(job, debounce, debounce=True)
+        if where.conversation is not None:
+            flags = Flags(local=True, prompt_signal_ns=time.time_ns() if where.prompt_saved else 0)
+            if where.inbox_name is not None:
+                flags.inbox_hints.add(where.inbox_name)
+            self._runtime(where.conversation).add(flags)
+            self._sched.schedule(ConversationJob(where.conversation), debounce, debounce=True)
 
     # --- bookkeeping ----------------------------------------------------------------------------------------
 
@@ -1200,10 +1054,3 @@ def _newest_first(actions: list[Action], remote: Sequence[Conversation]) -> list
         if action is not None:
             out.append(action)
     return out
-
-
-def _is_save(hint: Hint) -> bool:
-    """A close after writing, or a rename onto the file — except convsync's own swap of ``prompt.txt``."""
-    if hint.kind == "closed":
-        return True
-    return hint.kind == "moved_to" and (hint.source is None or hint.source.name != TAKING)

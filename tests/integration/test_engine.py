@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convsync.emulator import FaultRule
+from convsync.mirror.scheduler import AgentJob, Job
 from convsync.statusreport import collect
 from tests.integration.conftest import Mirror, remove_folder
 from tests.waiting import wait_until
@@ -59,19 +60,19 @@ def test_new_folders_of_the_engine_do_not_trigger_agent_passes(mirror: Mirror) -
     """Folders the engine renames into place for new server conversations cause no extra agent pass."""
     engine = mirror.engine
     assert engine is not None
-    scheduled: list[tuple[str, str]] = []
-    schedule = engine._schedule
+    scheduled: list[Job] = []
+    schedule = engine._sched.schedule
 
-    def spy(key: tuple[str, str], delay: float = 0.0, **options: Any) -> None:
-        scheduled.append(key)
-        schedule(key, delay, **options)
+    def spy(job: Job, delay: float = 0.0, **options: Any) -> None:
+        scheduled.append(job)
+        schedule(job, delay, **options)
 
-    engine._schedule = spy  # type: ignore[method-assign]
+    engine._sched.schedule = spy  # type: ignore[method-assign]
     n = 5
     cids = [mirror.emu.create_conversation(mirror.aid, f"New {i}") for i in range(n)]
     for cid in cids:
         mirror.wait_idle(mirror.wait_folder_of(cid, 15))
-    assert [key for key in scheduled if key[0] == "agent"] == []
+    assert [job for job in scheduled if isinstance(job, AgentJob)] == []
 
 
 def test_reload_keeps_queued_prompts(mirror: Mirror) -> None:
