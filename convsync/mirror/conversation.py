@@ -18,11 +18,12 @@ no longer matches the state (deleted, or cut by a crash mid-stream).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
@@ -623,6 +624,18 @@ class Reconcile:
         )
         events = self.ctx.client.stream_message(self.aid, self.cid, entry.payload)
         failed: str | None = None
+        fault: OSError | None = None
+
+        def write(step: Callable[[], object]) -> None:
+            # A folder that cannot be written (full disk, read-only) stops the live text, never the stream:
+            # closing it would make the server cancel the run, and the reply would be lost. Raised at the end.
+            nonlocal fault
+            if fault is None:
+                try:
+                    step()
+                except OSError as exc:
+                    fault = exc
+
         try:
             for event in events:
                 if isinstance(event, StreamStarted):
@@ -631,21 +644,23 @@ class Reconcile:
                     log.info("%s: prompt sent (%d characters)", self._where, len(entry.payload))
                     self._prompt_started = True
                     self._sent = True
-                    tail.on_event(event)
+                    write(functools.partial(tail.on_event, event))
                     self._streaming_status()
                 elif isinstance(event, ThreadRenamed):
                     state.set_conversation_name(self.cid, event.new_name)
                 elif isinstance(event, AgentFailed):
                     failed = f"the agent failed: {event.message or 'no reason given'}"
                     code = f" ({event.code})" if event.code else ""
-                    tail.notice("Failed", [f"The agent failed{code}: {event.message or 'no reason given'}"])
+                    lines = [f"The agent failed{code}: {event.message or 'no reason given'}"]
+                    write(functools.partial(tail.notice, "Failed", lines))
                     report.note(failed, "send the prompt again (it is in transcript.md)")
                 elif isinstance(event, StreamFinished):
                     break
                 else:
-                    tail.on_event(event)
+                    write(functools.partial(tail.on_event, event))
                 if signal := self.rt.pop_prompt_signal():
-                    self._take_prompt(signal)  # prompt.txt is taken at once even while a reply streams
+                    # prompt.txt is taken at once even while a reply streams
+                    write(functools.partial(self._take_prompt, signal))
                     self._streaming_status()
                 if self.ctx.stopping():
                     return False
@@ -654,6 +669,9 @@ class Reconcile:
             if close is not None:
                 close()
         report.run_ended(failed)
+        if fault is not None:
+            self.rt.live_until = 0.0  # the live tail is torn: the transcript follows the server once writable
+            raise fault
         return True
 
     def _streaming_status(self) -> None:

@@ -279,7 +279,8 @@ def test_a_full_disk_while_a_reply_streams_loses_nothing_and_heals(
     emu: EmulatorServer, tmp_path: Path, small_disk: Path
 ) -> None:
     """The disk fills while a long reply streams into transcript.md: the problem shows in `convsync status`, the
-    prompt is sent once, and once space is free the transcript is exactly the server's messages again."""
+    prompt is sent once, the stream is still read to its end (so the server keeps the whole reply), and once
+    space is free the transcript is exactly the server's messages again."""
     rig = Rig.make(emu, tmp_path, root=small_disk / "root")
     try:
         rig.start()
@@ -297,6 +298,8 @@ def test_a_full_disk_while_a_reply_streams_loses_nothing_and_heals(
         wait_until(reported, 30, what="`convsync status` to show the full disk")
         filler.unlink()
         rig.wait_mirrored(folder, cid, timeout=60)
+        reply = rig.messages(cid)[1:]
+        assert [(m.role, m.complete) for m in reply] == [("agent", True)] and reply[0].text, reply
         still_works(rig, folder, cid, [text])
     finally:
         rig.stop()
