@@ -23,8 +23,19 @@ from convsync.config import Config
 from convsync.lock import InstanceLock
 from convsync.mirror.state import DB_NAME, SalvagedEntry, State
 
-# Columns read from an old outbox; anything a newer schema added is not needed to deliver an entry.
-_COLUMNS = ("seq", "conversation_id", "kind", "payload", "sha256", "barrier", "state", "attempts", "baseline")
+# Columns read from an old outbox (those it lacks are skipped); anything a newer schema added is not needed.
+_COLUMNS = (
+    "seq",
+    "conversation_id",
+    "kind",
+    "payload",
+    "sha256",
+    "barrier",
+    "state",
+    "attempts",
+    "baseline",
+    "taken_from",  # schema v2: a leftover .prompt.taking of a queued prompt is recognised after the repair
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,7 @@ def _read_queue(conn: sqlite3.Connection) -> tuple[list[SalvagedEntry], int]:
                 sending=values.get("state") == "sending",
                 attempts=int(values.get("attempts") or 0),
                 baseline=str(values["baseline"]) if values.get("baseline") is not None else None,
+                taken_from=str(values.get("taken_from") or ""),
             )
         )
     return out, unreadable

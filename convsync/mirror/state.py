@@ -233,6 +233,7 @@ class SalvagedEntry:
     sending: bool  # an attempt started: the delivery check runs before any resend
     attempts: int
     baseline: str | None
+    taken_from: str = ""  # the identity of the .prompt.taking it was read from (``State.was_taken``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,7 +601,7 @@ class State:
             for e in entries:
                 conn.execute(
                     "INSERT INTO outbox(conversation_id, kind, payload, sha256, barrier, state, attempts, baseline, "
-                    "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "taken_from, created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         e.conversation_id,
                         e.kind,
@@ -610,6 +611,7 @@ class State:
                         "sending" if e.sending else "queued",
                         e.attempts,
                         e.baseline,
+                        e.taken_from,
                         now,
                         now,
                     ),

@@ -10,6 +10,7 @@ from convsync.api.client import AgentClient
 from convsync.cli import Exit
 from convsync.emulator import EmulatorServer
 from convsync.mirror.folders import init_root
+from convsync.mirror.prompt import TAKING, file_identity
 from convsync.mirror.state import SCHEMA_VERSION, State
 from tests.integration.test_sync_command import convsync, write_config
 
@@ -85,3 +86,32 @@ def test_repair_keeps_the_queue_and_sends_nothing_already_on_the_server(
     assert "this one was queued" in (folder / "transcript.md").read_text()
     status = convsync("status", "--json", "--config", str(config), key=emulator.api_key)
     assert cid in json.dumps(json.loads(status.stdout))
+
+
+def test_a_leftover_prompt_taking_of_a_queued_prompt_is_not_sent_twice_after_repair(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A crash between a prompt's commit and the unlink of its .prompt.taking, then a database that breaks:
+    `convsync repair` carries the entry's file identity over, so the leftover is recognised and the prompt
+    reaches the server once."""
+    root, state, config = setup(emulator, tmp_path)
+    aid = emulator.agent_id("Demo Agent")
+    cid = emulator.create_conversation(aid, "Work")
+    assert convsync("sync", "--config", str(config), key=emulator.api_key).returncode == 0
+    folder = root / "Demo Agent" / "Work"
+    taking = folder / TAKING
+    taking.write_text("stored, then the crash\n")
+    s = State(state / "state.db")
+    s.enqueue(cid, "prompt", "stored, then the crash", taken_from=file_identity(taking.stat(), taking.stat().st_size))
+    s.close()
+    conn = sqlite3.connect(state / "state.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+
+    repaired = convsync("repair", "--config", str(config), key=emulator.api_key)
+    assert repaired.returncode == 0, repaired.stderr
+    again = convsync("sync", "--config", str(config), key=emulator.api_key)
+    assert again.returncode == 0, again.stderr
+
+    assert emulator.user_messages(cid) == ["stored, then the crash"]
+    assert not taking.exists()
