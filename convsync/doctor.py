@@ -133,6 +133,10 @@ def _check_daemon(state_dir: Path, report: Report) -> None:
         report.ok("daemon", f"running (pid {pid}) with this state directory")
         return
     text, _, fix = daemon.text.partition(" — ")
+    if daemon.pid is None:
+        # Never started: doctor is the check before a first start (the README runs it before `service install`).
+        report.info("daemon", f"not started yet — {fix}")
+        return
     report.problem("daemon", text, fix, Exit.DAEMON_NOT_RUNNING)
 
 

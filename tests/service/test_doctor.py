@@ -66,14 +66,32 @@ def test_all_checks_pass(emu: EmulatorServer, tmp_path: Path, monkeypatch: pytes
 def test_a_daemon_not_running_is_a_problem_with_the_fix(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Everything else fine but no daemon: doctor says so, how to start it, and exits 3."""
+    """Everything else fine but the daemon stopped: doctor says so, how to start it, and exits 3."""
+    monkeypatch.setenv("CONVSYNC_API_KEY", KEY)
+    config = write_config(tmp_path, emu.base_url)
+    (tmp_path / "state").mkdir(mode=0o700)
+    heartbeat = Heartbeat(tmp_path / "state")
+    heartbeat.start()
+    heartbeat.stopped()
+
+    code, out = doctor(config)
+
+    assert code == 3, out
+    assert "PROBLEM  daemon: NOT running (stopped " in out
+    assert "fix: start it with `systemctl --user start convsync` (or run `convsync run`)" in out
+
+
+def test_a_daemon_never_started_is_no_problem_before_the_first_start(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No daemon ever used the state directory (doctor before a first start): said, with how to start, exit 0."""
     monkeypatch.setenv("CONVSYNC_API_KEY", KEY)
 
     code, out = doctor(write_config(tmp_path, emu.base_url))
 
-    assert code == 3, out
-    assert "PROBLEM  daemon: NOT running" in out
-    assert "fix: start it with `systemctl --user start convsync` (or run `convsync run`)" in out
+    assert code == 0, out
+    assert "info     daemon: not started yet — start it with `systemctl --user start convsync`" in out
+    assert "All checks passed." in out
 
 
 def test_broken_config_exits_78_with_each_fix(tmp_path: Path) -> None:
