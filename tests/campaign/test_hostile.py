@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from convsync.emulator import EmulatorOptions, EmulatorServer, FaultRule
-from tests.campaign.rig import Rig
+from tests.campaign.rig import Rig, tmpfs
 from tests.waiting import wait_until
 
 KEY = "s4w_hostile-corpus-key"
@@ -256,14 +256,9 @@ def test_an_unreadable_inbox_file_is_left_and_reported_while_the_rest_goes(emu: 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (we are root here); unmounted afterwards."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    """A 2 MiB disk of its own, to fill."""
+    with tmpfs(tmp_path / "small-disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(disk: Path, leave: int) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from convsync.emulator import EmulatorOptions, EmulatorServer
-from tests.campaign.rig import Rig
+from tests.campaign.rig import Rig, tmpfs
 from tests.waiting import wait_until
 
 KEY = "s4w_local-faults-key"
@@ -26,14 +26,9 @@ def emu() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of its own (we are root here), so it can be remounted read-only; unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-    try:
+    """A disk of its own, so it can be remounted read-only."""
+    with tmpfs(tmp_path / "disk", "64m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def remount(mount: Path, mode: str) -> None:
