@@ -340,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "cancel",
+        "stop the reply that streams and take back queued prompts",
+        "Create DIR/cancel (as `touch cancel` does): the daemon stops the reply that streams (the run is\n"
+        "cancelled on the server) and moves prompts still queued into prompt.cancelled-<time>.txt.",
+        "  convsync cancel ~/Conversations/'Demo Agent'/'My chat'",
+    )
+    p.add_argument("dir", nargs="?", type=Path, default=None, help="the conversation folder (default: here)")
+
+    p = _command(
+        sub,
         "completion",
         "print a shell completion script (bash, zsh, fish)",
         "Print the completion script for a shell, generated from this command line.",
@@ -426,6 +436,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convsync.promptcmd import run_prompt
 
         return run_prompt(args.dir)
+    if args.command == "cancel":
+        from convsync.mirror.cancel import request
+
+        print(f"convsync: asked to cancel ({request((args.dir or Path.cwd()).absolute())})")
+        return Exit.OK
     if args.command == "init" and args.profile:
         from convsync.addprofile import add_profile
 

@@ -49,7 +49,7 @@ from convsync.errors import (
     StreamInterrupted,
     TransientError,
 )
-from convsync.mirror import charts, dataframes, filesync, inbox, resend
+from convsync.mirror import cancel, charts, dataframes, filesync, inbox, resend
 from convsync.mirror.atomic import TEMP_PREFIX
 from convsync.mirror.context import ConversationContext, Reporter
 from convsync.mirror.folders import (
@@ -197,6 +197,7 @@ class Reconcile:
         self._scan: inbox.InboxScan | None = None
         self._sent = False
         self._prompt_started = False
+        self._cancelled = False  # the reply being sent was cancelled (cancel.py)
         self._messages_changed = False
         self._pending: list[OutboxEntry] | None = None  # the outbox as last read, while nothing changed it
 
@@ -217,6 +218,8 @@ class Reconcile:
                 self.rt.tracker.hint(hint)
             self._scan_inbox()
             self._take_prompt(max(self.flags.prompt_signal_ns, self.rt.pop_prompt_signal()))
+            if cancel.requested(self.folder):
+                self._cancel(None)  # nothing streams now: take back what is queued
             replied = self._send_and_read()
             if replied or self._messages_changed or (self.flags.poll and self.rt.files_checked_at == 0.0):
                 self.rt.files_due = True  # the agent ran (or this is the first look): files and frames may be new
@@ -559,6 +562,7 @@ class Reconcile:
         try:
             if not self._stream(entry):
                 return False  # stopping: the reply is read from the server after the restart
+            cut = self._cancelled  # what streamed stands; the server keeps what it stored of the run
         except StreamInterrupted as exc:
             # The prompt reached the server. The reply may never be stored (a cut usually cancels the run) or
             # come later: the half-streamed tail is dropped and the transcript follows the server from here.
@@ -664,15 +668,34 @@ class Reconcile:
                     self._streaming_status()
                 if self.ctx.stopping():
                     return False
+                if cancel.requested(self.folder):  # a stat per event: the stream is read event by event anyway
+                    break
         finally:
             close = getattr(events, "close", None)
             if close is not None:
-                close()
+                close()  # before the end: the server sees the client go and cancels the run
+        if cancel.requested(self.folder):
+            self._cancel(tail)
+            self._cancelled = True
+            failed = None
         report.run_ended(failed)
         if fault is not None:
             self.rt.live_until = 0.0  # the live tail is torn: the transcript follows the server once writable
             raise fault
         return True
+
+    def _cancel(self, tail: LiveTail | None) -> None:
+        """``cancel`` was created: the reply (if ``tail``: it was streaming) is stopped, queued prompts taken back."""
+        kept = cancel.take_back(self.folder, self.ctx.state, self.cid)
+        self._pending = None
+        lines = cancel.notice_lines(tail is not None, kept)
+        if lines:
+            if tail is None:
+                tail = LiveTail(self.folder / TRANSCRIPT, clock=self.ctx.clock.now)
+            tail.notice("Cancelled", lines)
+            self.ctx.report.note(" ".join(lines))
+        cancel.clear(self.folder)
+        log.info("%s: cancelled (%d queued prompts taken back)", self._where, len(kept))
 
     def _streaming_status(self) -> None:
         """``streaming``, and what waits behind the reply (prompts saved meanwhile)."""

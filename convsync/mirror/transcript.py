@@ -68,6 +68,7 @@ NOTICE_ID = "~notice"  # transcript entries that are convsync's own text, not a 
 ORPHAN_ID = "~orphan"
 _STAMP = r" · \d{4}-\d\d-\d\d \d\d:\d\d UTC"
 _NOTICE = re.compile(r"## (?:" + "|".join(NOTICE_LABELS) + r")" + _STAMP + r"\n\n(?:> [^\n]*\n)+\n")
+_NOTICE_AT_END = re.compile(r"(?:^|\n)" + _NOTICE.pattern + r"\Z")
 _HEADING = re.compile(r"^## ([^\n]*?)" + _STAMP + r"(?: \(incomplete\))?(?: · revised)?\n", re.MULTILINE)
 
 
@@ -321,7 +322,8 @@ def plan_transcript(
         close = closer(rest)
         close += "" if (rest + close).endswith("\n\n") else ("\n" if (rest + close).endswith("\n") else "\n\n")
         first = waiting[0] if waiting else None
-        if first is None or _label(first.role) != revise:  # no revision follows at once: say it is cut
+        said = _NOTICE_AT_END.search(rest) is not None  # it ends with convsync's own word (failed, cancelled)
+        if not said and (first is None or _label(first.role) != revise):  # no revision follows: say it is cut
             close += notice("Interrupted", now or datetime.now(UTC), [INTERRUPTED])
         out.append(close)
         size += _nbytes(close)

@@ -1,0 +1,71 @@
+"""`cancel` in a conversation folder: the streaming reply stops, queued prompts are taken back, the transcript
+says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from convsync.emulator import FaultRule
+from tests.integration.conftest import Mirror
+from tests.waiting import wait_until
+
+
+def chat(mirror: Mirror, name: str) -> tuple[Path, str]:
+    folder = mirror.agent_dir / name
+    folder.mkdir()
+    cid = mirror.bound(folder)
+    mirror.wait_idle(folder)
+    return folder, cid
+
+
+def test_cancel_stops_the_reply_and_takes_back_the_queued_prompt(mirror: Mirror) -> None:
+    """touch cancel mid-reply: the run stops on the server, the queued prompt lands in prompt.cancelled-*.txt."""
+    folder, cid = chat(mirror, "Cancelled")
+    transcript, status = folder / "transcript.md", folder / "status"
+    (folder / "prompt.txt").write_text("/slow 40 150")
+    wait_until(lambda: "Part 2 of 40" in transcript.read_text(), 15, what="the reply to stream")
+    (folder / "prompt.txt").write_text("never sent")
+    wait_until(lambda: status.read_text() == "streaming (queued: 1 prompt)\n", 10, what="the prompt to queue")
+    (folder / "cancel").touch()
+    wait_until(lambda: not (folder / "cancel").exists(), 10, what="the cancel to be carried out")
+    mirror.wait_idle(folder)
+    [kept] = folder.glob("prompt.cancelled-*.txt")
+    assert kept.read_text() == "never sent\n"
+    text = transcript.read_text()
+    assert "Part 40 of 40" not in text
+    assert f"> 1 queued prompt taken back, not sent: {kept.name}\n" in text
+    assert "## Cancelled · " in text and "## Interrupted" not in text
+    wait_until(lambda: not mirror.emu.active_runs, 10, what="the run to end on the server")
+    assert mirror.emu.user_messages(cid) == ["/slow 40 150"]
+
+
+def test_cancel_with_nothing_streaming_takes_back_queued_prompts(mirror: Mirror) -> None:
+    """Prompts queued while the server fails are taken back by a cancel and never sent."""
+    folder, cid = chat(mirror, "Queued")
+    mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", status=503)])
+    (folder / "prompt.txt").write_text("waiting")
+    wait_until(lambda: "1 prompt" in (folder / "status").read_text(), 15, what="the prompt to wait")
+    (folder / "cancel").touch()
+    wait_until(lambda: list(folder.glob("prompt.cancelled-*.txt")), 10, what="the prompt to be taken back")
+    mirror.emu.clear_faults()
+    mirror.wait_idle(folder, timeout=30)
+    assert mirror.emu.user_messages(cid) == []
+    assert "> 1 queued prompt taken back, not sent: prompt.cancelled-" in (folder / "transcript.md").read_text()
+
+
+def test_convsync_cancel_creates_the_file(mirror: Mirror, tmp_path: Path) -> None:
+    """`convsync cancel DIR` asks for a cancel in a conversation folder, and refuses any other folder (78)."""
+    folder, _ = chat(mirror, "Commanded")
+    mirror.stop()  # the file stays for the test to see
+    done = subprocess.run(
+        [sys.executable, "-m", "convsync", "cancel", str(folder)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (folder / "cancel").is_file()
+    other = subprocess.run(
+        [sys.executable, "-m", "convsync", "cancel", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert other.returncode == 78
+    assert "not a conversation folder" in other.stderr
