@@ -674,11 +674,15 @@ class Reconcile:
             close = getattr(events, "close", None)
             if close is not None:
                 close()  # before the end: the server sees the client go and cancels the run
+        return self._stream_ended(tail, failed, fault)
+
+    def _stream_ended(self, tail: LiveTail, failed: str | None, fault: OSError | None) -> bool:
+        """A cancel is carried out, the run's outcome recorded, a write fault of the live tail raised."""
         if cancel.requested(self.folder):
             self._cancel(tail)
             self._cancelled = True
             failed = None
-        report.run_ended(failed)
+        self.ctx.report.run_ended(failed)
         if fault is not None:
             self.rt.live_until = 0.0  # the live tail is torn: the transcript follows the server once writable
             raise fault
