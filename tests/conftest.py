@@ -1,7 +1,9 @@
-"""Fixtures shared by every test: an isolated home, no leaked threads, and the emulator on loopback."""
+"""Fixtures shared by every test: an isolated home, no leaked threads, and the emulator on loopback; the crash
+campaign's seed, one per run."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,46 @@ from pathlib import Path
 import pytest
 
 from tests.waiting import wait_until
+
+CAMPAIGN_SEED = pytest.StashKey[int]()
+CAMPAIGN_RAN = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--campaign-seed",
+        type=int,
+        default=None,
+        help="seed of the crash campaign tests (default: $CONVSYNC_CAMPAIGN_SEED, else a random one per run)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One seed for the whole run, chosen before any test and printed in the header and the summary, so that a
+    # failure found by any campaign test replays with the same seed.
+    seed = config.getoption("campaign_seed") or int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0"))
+    config.stash[CAMPAIGN_SEED] = seed or int.from_bytes(os.urandom(4), "big")
+
+
+def campaign_seed_line(config: pytest.Config) -> str:
+    seed = config.stash[CAMPAIGN_SEED]
+    return f"crash campaign seed: {seed} (replay with CONVSYNC_CAMPAIGN_SEED={seed} or --campaign-seed={seed})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return campaign_seed_line(config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if config.stash.get(CAMPAIGN_RAN, False):
+        terminalreporter.write_line(campaign_seed_line(config))
+
+
+@pytest.fixture
+def campaign_seed(pytestconfig: pytest.Config) -> int:
+    """The run's crash campaign seed (see ``--campaign-seed``)."""
+    pytestconfig.stash[CAMPAIGN_RAN] = True
+    return pytestconfig.stash[CAMPAIGN_SEED]
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +73,18 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """A test must stop and join every thread it started (the daemon's threads are owned and joinable)."""
+    """A test must stop and join every thread it started, daemon threads too (watchdog's observers are daemon
+    threads: a watcher left running would go unnoticed otherwise). A thread gets a short grace to end."""
     before = set(threading.enumerate())
     yield
 
     def leaked() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        return [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
-    wait_until(lambda: not leaked(), timeout=10, what="threads started by the test to end")
+    try:
+        wait_until(lambda: not leaked(), timeout=10, what="threads started by the test to end")
+    except AssertionError:
+        names = ", ".join(
+            f"{t.name} ({'daemon, ' if t.daemon else ''}{type(t).__module__}.{type(t).__qualname__})" for t in leaked()
+        )
+        raise AssertionError(f"the test left threads running: {names}") from None

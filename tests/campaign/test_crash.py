@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,10 @@ KILLS = 24
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_at_random_points_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_loses_nothing_and_sends_nothing_twice(tmp_path: Path, campaign_seed: int) -> None:
     """After 24 SIGKILLs (mid-send, mid-stream, mid-transfer, mid-export, mid-write) and a clean run, every
     prompt and upload reached the server exactly once and in order, and no file is torn or left behind."""
-    seed = int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0")) or int.from_bytes(os.urandom(4), "big")
+    seed = campaign_seed
     lines: list[str] = []
     result = run_campaign(Settings(seed=seed, kills=KILLS, log=lines.append), tmp_path / "campaign")
     print(result.figures())  # the seed and figures show with -s and in the failure report
@@ -32,8 +31,8 @@ def test_sigkill_at_random_points_loses_nothing_and_sends_nothing_twice(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_the_long_campaign_of_200_kills_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_the_long_campaign_of_200_kills_loses_and_duplicates_nothing(tmp_path: Path, campaign_seed: int) -> None:
     """The long run (as bench/crash_campaign.py): 200 SIGKILLs, then nothing lost, duplicated or torn."""
-    seed = int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0")) or int.from_bytes(os.urandom(4), "big")
+    seed = campaign_seed
     result = run_campaign(Settings(seed=seed, kills=200, new_folders=4, settle_seconds=300.0), tmp_path / "long")
     assert result.ok, f"{result.figures()}\n(rerun with CONVSYNC_CAMPAIGN_SEED={seed})"

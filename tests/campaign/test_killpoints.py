@@ -102,10 +102,12 @@ def test_a_repeated_save_killed_right_after_its_exchange_is_sent_after_the_resta
 
 
 @pytest.mark.timeout(300)
-def test_a_kill_after_each_step_of_the_prompt_path_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_a_kill_after_each_step_of_the_prompt_path_loses_and_duplicates_nothing(
+    tmp_path: Path, campaign_seed: int
+) -> None:
     """The enumerated campaign at CI size: a life ends right after each durable step of the prompt path (take,
     commit, send, done); after a clean run nothing is lost, doubled or torn."""
-    seed = int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0")) or int.from_bytes(os.urandom(4), "big")
+    seed = campaign_seed
     result = run_campaign(Settings(seed=seed, kills=0, steps=PROMPT_PATH, log=lambda _: None), tmp_path / "enum")
     detail = f"{result.figures()}\n(rerun with CONVSYNC_CAMPAIGN_SEED={seed}; daemon log in {tmp_path})"
     assert all(result.phases[step] == 1 for step in PROMPT_PATH), detail
@@ -115,9 +117,9 @@ def test_a_kill_after_each_step_of_the_prompt_path_loses_and_duplicates_nothing(
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_kill_after_every_durable_step_twice_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_a_kill_after_every_durable_step_twice_loses_and_duplicates_nothing(tmp_path: Path, campaign_seed: int) -> None:
     """As `bench/crash_campaign.py --enumerate --rounds 2`: every step of STEPS killed at twice, then 0/0/0."""
-    seed = int(os.environ.get("CONVSYNC_CAMPAIGN_SEED", "0")) or int.from_bytes(os.urandom(4), "big")
+    seed = campaign_seed
     steps = tuple(STEPS) * 2
     result = run_campaign(Settings(seed=seed, kills=0, steps=steps, settle_seconds=300.0), tmp_path / "enum")
     assert result.ok, f"{result.figures()}\n(rerun with CONVSYNC_CAMPAIGN_SEED={seed})"
