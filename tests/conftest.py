@@ -72,14 +72,16 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
+def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test must stop and join every thread it started, daemon threads too (watchdog's observers are daemon
-    threads: a watcher left running would go unnoticed otherwise). A thread gets a short grace to end."""
+    threads: a watcher left running would go unnoticed otherwise). A thread gets a short grace to end; only a
+    thread named in the test's ``leaves_threads`` marker may outlive it."""
+    allowed = tuple(str(m.args[0]) for m in request.node.iter_markers("leaves_threads"))
     before = set(threading.enumerate())
     yield
 
     def leaked() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        return [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name not in allowed]
 
     try:
         wait_until(lambda: not leaked(), timeout=10, what="threads started by the test to end")
