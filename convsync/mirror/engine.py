@@ -24,20 +24,20 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from convsync import hooks, paths
 from convsync.api.client import AgentClient
-from convsync.api.models import Agent, Conversation
+from convsync.api.models import Conversation
 from convsync.api.ratelimit import Lane, request_lane
 from convsync.config import Config
-from convsync.errors import ApiError, AuthError, NotFound, RootUnavailable, TransientError
+from convsync.errors import ApiError, AuthError, RootUnavailable, TransientError
+from convsync.mirror.agentpass import AgentPass
 from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits, without_ids
 from convsync.mirror.conversation import (
-    FOLDER_QUIET_SECONDS,
     PRE_SEND_FRESH_SECONDS,
     ConversationRuntime,
     Flags,
@@ -45,37 +45,13 @@ from convsync.mirror.conversation import (
     Reconcile,
 )
 from convsync.mirror.folders import (
-    CONVERSATION_MARKER,
-    Created,
     check_root,
-    create_agent_folder,
-    create_conversation_folders,
-    find_agent_folders,
     folder_fingerprint,
-    list_agent_folder,
-    move_aside,
-    populate_conversation,
-    remove_stale_temp_folders,
-    write_marker,
 )
-from convsync.mirror.names import child, keys_of, name_key, safe_name, unique_name
 from convsync.mirror.plan import (
-    Action,
-    Adopt,
-    CreateFolder,
-    CreateRemote,
-    DeleteRemote,
-    Detach,
-    Forget,
-    MoveAside,
     PollIntervals,
-    Rebind,
-    RestoreMarker,
-    Warn,
-    plan_agent,
     poll_intervals,
 )
-from convsync.mirror.prompt import write_failed_prompt
 from convsync.mirror.routing import route
 from convsync.mirror.scheduler import (
     LISTS,
@@ -99,10 +75,6 @@ FIRST_POLL_REQUESTS = 3  # messages, files, frames
 REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
-CREATE_BATCH = 100  # new conversation folders built, fsynced and bound together
-FIRST_BATCH = 10  # the newest few are built (and fetched) first: the ones a person opens first
-LOGGED_ONE_BY_ONE = 3  # more new conversations at once are logged in one line
-DELETE_GRACE_SECONDS = 3.0  # a folder must stay gone this long before its conversation is deleted remotely
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +154,6 @@ class Engine:
         self._index_key: tuple[object, ...] | None = None  # (bindings version, selectors, root) of the index
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
         self._building: set[tuple[str, str]] = set()  # (agent folder, folder) built but not bound yet
-        self._vanished_agents: set[str] = set()
-        self._delete_grace: dict[str, float] = {}  # conversation → when its folder was first seen gone
         self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
         self._server_trouble = False
         # Lists passes started and finished, and the last one's server error: what full_pass() waits for.
@@ -193,6 +163,7 @@ class Engine:
         self._pass_error: ApiError | None = None
         self._heartbeat = time.monotonic()
         self._started = False
+        self._agents = AgentPass(self._state, lambda: self._client, self)
         self._bind_root()
         self._rebuild_index()
 
@@ -587,7 +558,9 @@ class Engine:
 
     def _lists_pass_body(self) -> ApiError | None:
         try:
-            for agent in self._resolve_agents():
+            agents = self._agents.resolve(self._config.agents, self._config.root)
+            self._rebuild_index()
+            for agent in agents:
                 # The agent's key is held from the listing on: it must not be older than the bindings it is
                 # planned with (a folder made meanwhile, created on the server, would read as deleted there).
                 key = AgentJob(agent.id)
@@ -634,52 +607,6 @@ class Engine:
                 self._sched.due_at(ConversationJob(cid), now, Lane.INTERACTIVE)
             self._cond.notify_all()
 
-    def _resolve_agents(self) -> list[AgentRow]:
-        """The configured agents, each bound to a folder of the root (created when missing)."""
-        root = self._config.root
-        remote = self._client.list_agents()
-        chosen: list[tuple[Agent, str | None]] = []
-        if not self._config.agents:
-            chosen = [(a, None) for a in remote]
-        else:
-            for selector in self._config.agents:
-                match = next(
-                    (
-                        a
-                        for a in remote
-                        if (selector.id and a.id == selector.id)
-                        or (selector.name and a.name.casefold() == selector.name.casefold())
-                    ),
-                    None,
-                )
-                if match is None:
-                    wanted = selector.id or selector.name
-                    log.warning("agent %r is not visible with this API key; it is skipped", wanted)
-                    continue
-                if all(match.id != c[0].id for c in chosen):
-                    chosen.append((match, selector.folder))
-        bound = {a.id: a for a in self._state.agents()}
-        markers = find_agent_folders(root)
-        taken = keys_of(p.name for p in root.iterdir())
-        rows: list[AgentRow] = []
-        for agent, wanted_folder in chosen:
-            row = bound.get(agent.id)
-            if agent.id in markers:
-                folder = markers[agent.id]
-            elif row is not None:
-                folder = row.folder
-                self._vanished_agents.add(agent.id)  # its folder is gone: detach, never delete (valve)
-                log.warning("the folder %r of agent %r vanished; recreating it", folder, agent.name)
-            else:
-                folder = unique_name(safe_name(wanted_folder or agent.name), taken)
-            taken.add(name_key(folder))
-            create_agent_folder(root, folder, agent.id)
-            if row is None or row.folder != folder or row.name != agent.name:
-                self._state.bind_agent(agent.id, folder, agent.name)
-            rows.append(AgentRow(agent.id, folder, agent.name))
-        self._rebuild_index()
-        return rows
-
     def _configured_agents(self) -> list[AgentRow]:
         """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone).
 
@@ -710,7 +637,7 @@ class Engine:
     def _local_pass(self, *, schedule: bool = False) -> None:
         """Plan every agent against the disk only, and look at every conversation folder."""
         for agent in self._configured_agents():
-            if (self._config.root / agent.folder).is_dir() or agent.id in self._vanished_agents:
+            if (self._config.root / agent.folder).is_dir() or agent.id in self._agents.vanished:
                 key = AgentJob(agent.id)
                 if not self._claim(key, wait=True):
                     return  # stopping
@@ -735,170 +662,33 @@ class Engine:
     # --- one agent ------------------------------------------------------------------------------------------
 
     def _agent_pass(self, agent: AgentRow, remote: list[Conversation] | None) -> None:
-        root = self._config.root
-        agent_dir = child(root, root, agent.folder)
-        remove_stale_temp_folders(agent_dir)
-        listing = list_agent_folder(agent_dir)
-        if agent.id in self._vanished_agents:
-            listing = type(listing)(listing.folders, listing.names, agent_folder_present=False)
-            self._vanished_agents.discard(agent.id)
-        actions = plan_agent(
-            remote=remote,
-            local=listing,
-            bindings=self._state.conversations(agent_id=agent.id),
-            pending_creates=self._state.pending_creates(agent.id),
-            policy=self._config.on_local_delete,
-        )
-        if remote is not None:
-            actions = _newest_first(actions, remote)
-        deletes = {a.cid for a in actions if isinstance(a, DeleteRemote)}
-        self._delete_grace = {cid: t for cid, t in self._delete_grace.items() if cid in deletes}
-        creates: list[CreateFolder] = []  # consecutive ones are built, fsynced and bound together
-        first_batch = True
-        made: list[tuple[str, Path]] = []  # (name, folder) of the new folders, logged together
-        for action in actions:
-            if isinstance(action, CreateFolder):
-                creates.append(action)
-                # The first ones' reconciles start while the rest are built; the very first batch is small.
-                if len(creates) >= (FIRST_BATCH if first_batch else CREATE_BATCH):
-                    first_batch = False
-                    made += self._create_folders(agent, agent_dir, creates)
-                    creates = []
-                continue
-            made += self._create_folders(agent, agent_dir, creates)
-            creates = []
-            try:
-                self._apply(agent, agent_dir, action)
-            except (TransientError, AuthError):
-                raise
-            except (ApiError, OSError) as exc:
-                self._action_failed(agent, type(action).__name__, exc)
-        made += self._create_folders(agent, agent_dir, creates)
-        _log_new(made)
-        if actions:
+        if self._agents.run(agent, remote, root=self._config.root, policy=self._config.on_local_delete):
             self._rebuild_index()
 
-    def _action_failed(self, agent: AgentRow, what: str, exc: Exception) -> None:
-        log.warning("%s: %s failed: %s", agent.folder, what, exc)
-        self._problem(f"agent {agent.id}", f"{agent.folder}: {exc}")
+    # --- what an agent pass needs (AgentHost) ---------------------------------------------------------------
 
-    def _create_folders(
-        self, agent: AgentRow, agent_dir: Path, creates: Sequence[CreateFolder]
-    ) -> list[tuple[str, Path]]:
-        """New conversations on the server → their folders, then their bindings (after the folders are durable:
-        a binding whose folder is missing would read as a folder the user deleted)."""
-        if not creates:
-            return []
-        # Until bound, events inside these folders (watchdog reports their contents as created) must not read
-        # as a user's new folder: that would plan the whole agent again, once per event.
-        shown: list[tuple[str, str]] = []
+    def built(self, cid: str, path: Path) -> None:
+        rt = self._runtime(cid)  # its status file says "idle"; no temp files to clean up in it
+        rt.temps_cleaned = True
+        rt.reporter = Reporter(self._state, cid, path, recorded=("idle", None), status="idle")
 
-        def appeared(created: Created) -> None:
-            with self._cond:
-                shown.append((agent.folder, created.folder))
-                self._building.add(shown[-1])
+    def building(self, key: tuple[str, str], on: bool) -> None:
+        with self._cond:
+            (self._building.add if on else self._building.discard)(key)
 
-        try:
-            results = create_conversation_folders(
-                self._config.root, agent_dir, [(a.folder, a.cid) for a in creates], appeared
-            )
-            return self._bind_created(agent, creates, results)
-        finally:
-            with self._cond:
-                self._building.difference_update(shown)
+    def later(self, agent_id: str, delay: float) -> None:
+        self._sched.schedule(AgentJob(agent_id), delay)
 
-    def _bind_created(
-        self, agent: AgentRow, creates: Sequence[CreateFolder], results: Sequence[Created | Exception]
-    ) -> list[tuple[str, Path]]:
-        made: list[tuple[CreateFolder, Created]] = []
-        for action, result in zip(creates, results, strict=True):
-            if isinstance(result, Created):
-                made.append((action, result))
-            else:
-                self._action_failed(agent, "CreateFolder", result)
-        # Should this fail, the folders stay; with their markers, the next pass adopts them.
-        self._state.bind_conversations(agent.id, [(a.cid, c.folder, a.name) for a, c in made])
-        for action, created in made:
-            # Built just now: no temp files to clean up in it, and its status file says "idle".
-            rt = self._runtime(action.cid)
-            rt.temps_cleaned = True
-            rt.reporter = Reporter(self._state, action.cid, created.path, recorded=("idle", None), status="idle")
-            self._bound(action.cid, agent.folder, created.folder, new=True, lane=Lane.FIRST_LOOK)
-        return [(action.name, created.path) for action, created in made]
+    def claim(self, cid: str) -> bool:
+        return self._claim(ConversationJob(cid), wait=False)
 
-    def _apply(self, agent: AgentRow, agent_dir: Path, action: Action) -> None:
-        root = self._config.root
-        if isinstance(action, CreateFolder):
-            _log_new(self._create_folders(agent, agent_dir, [action]))
-        elif isinstance(action, CreateRemote):
-            self._state.add_pending_create(agent.id, action.folder, action.name)
-            conv = self._client.create_conversation(agent.id, action.name)
-            populate_conversation(root, child(root, agent_dir, action.folder), conv.id)
-            self._state.bind_conversation(conv.id, agent.id, action.folder, conv.name)
-            log.info(
-                "created conversation %r on the server for the folder %s",
-                conv.name,
-                agent_dir / action.folder,
-            )
-            self._bound(conv.id, agent.folder, action.folder, new=True)
-        elif isinstance(action, Adopt):
-            populate_conversation(root, child(root, agent_dir, action.folder), action.cid)
-            self._state.bind_conversation(action.cid, agent.id, action.folder, action.name)
-            self._bound(action.cid, agent.folder, action.folder, new=False)
-        elif isinstance(action, Rebind):
-            self._state.set_conversation_folder(action.cid, action.folder)
-            self._bound(action.cid, agent.folder, action.folder, new=False)
-        elif isinstance(action, RestoreMarker):
-            folder = child(root, agent_dir, action.folder)
-            age = time.time() - folder.stat().st_mtime
-            if age < FOLDER_QUIET_SECONDS:  # maybe being deleted right now: look again when it is quiet
-                self._sched.schedule(AgentJob(agent.id), FOLDER_QUIET_SECONDS - age + 0.1)
-                return
-            write_marker(root, folder, CONVERSATION_MARKER, action.cid)
-        elif isinstance(action, MoveAside):
-            self._move_aside(agent, agent_dir, action)
-        elif isinstance(action, Detach):
-            self._state.set_conversation_status(action.cid, "detached")
-            log.info("the folder of conversation %s was deleted: detached (the server keeps it)", action.cid)
-        elif isinstance(action, DeleteRemote):
-            # Wait a moment before deleting on the server: a folder deleted together with the others (the
-            # safety valve) or moved back in the meantime must not lose its conversation.
-            first = self._delete_grace.setdefault(action.cid, time.monotonic())
-            if time.monotonic() - first < DELETE_GRACE_SECONDS:
-                self._sched.schedule(AgentJob(agent.id), DELETE_GRACE_SECONDS + 0.1)
-                return
-            del self._delete_grace[action.cid]
-            with contextlib.suppress(NotFound):
-                self._client.delete_conversation(agent.id, action.cid)
-            self._state.set_conversation_status(action.cid, "deleted")
-            log.info("the folder of conversation %s was deleted: deleted it on the server", action.cid)
-        elif isinstance(action, Forget):
-            self._state.set_conversation_status(action.cid, "deleted")
-        elif isinstance(action, Warn):
-            log.warning("%s: %s", agent.folder, action.message)
-            self._problem(f"agent {agent.id}", f"{agent.folder}: {action.message}")
+    def release(self, cid: str) -> None:
+        self._sched.done(ConversationJob(cid))
 
-    def _move_aside(self, agent: AgentRow, agent_dir: Path, action: MoveAside) -> None:
-        root = self._config.root
-        path = child(root, agent_dir, action.folder)
-        key = ConversationJob(action.cid) if action.cid else None
-        if key is not None and not self._claim(key, wait=False):
-            self._sched.schedule(AgentJob(agent.id), 1.0)  # it is being worked on; look again in a moment
-            return
-        try:
-            dest = move_aside(root, agent.folder, path)
-            if action.cid is not None:
-                for entry in self._state.pending(action.cid):
-                    if entry.kind == "prompt":
-                        write_failed_prompt(dest, entry.seq, entry.payload)
-                    self._state.mark_failed(entry.seq, "the conversation was deleted on the server")
-                self._state.set_conversation_status(action.cid, "deleted")
-            log.info("conversation folder %s moved to %s (gone on the server)", path, dest)
-        finally:
-            if key is not None:
-                self._sched.done(key)
+    def problem(self, source: str, text: str | None) -> None:
+        self._problem(source, text)
 
-    def _bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
+    def bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
         rt = self._runtime(cid)
         flags = Flags(local=True, poll=new)
         key = (agent_folder, folder)
@@ -1023,34 +813,3 @@ class Engine:
             / config.rate_limit_window_seconds,
             requests_per_poll=REQUESTS_PER_POLL,
         )
-
-
-def _log_new(made: Sequence[tuple[str, Path]]) -> None:
-    if len(made) <= LOGGED_ONE_BY_ONE:
-        for name, path in made:
-            log.info("new conversation %r → %s", name, path)
-    else:  # a first mirror: one line (a thousand lines said nothing more, and cost a write each)
-        names = ", ".join(repr(name) for name, _ in made[:LOGGED_ONE_BY_ONE])
-        log.info("%d new conversations → %s: %s, …", len(made), made[0][1].parent, names)
-
-
-def _newest_first(actions: list[Action], remote: Sequence[Conversation]) -> list[Action]:
-    """``actions`` with each run of new folders in the server's order, newest first: the planner names them
-    oldest first (so the older of two namesakes keeps the plain name), but a person opens the newest first."""
-    rank = {c.id: i for i, c in enumerate(remote)}
-
-    def newest(create: CreateFolder) -> int:
-        return rank.get(create.cid, len(rank))
-
-    out: list[Action] = []
-    run: list[CreateFolder] = []
-    for action in [*actions, None]:
-        if isinstance(action, CreateFolder):
-            run.append(action)
-            continue
-        ordered: list[CreateFolder] = sorted(run, key=newest)
-        out.extend(ordered)
-        run = []
-        if action is not None:
-            out.append(action)
-    return out

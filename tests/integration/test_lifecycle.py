@@ -71,7 +71,7 @@ def test_conversations_found_at_start_have_folders_at_ready_and_changes_after_it
 
 
 def new_conversation_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    lines = [r.getMessage() for r in caplog.records if r.name == "convsync.mirror.engine"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "convsync.mirror.agentpass"]
     return [line for line in lines if "new conversation" in line]
 
 
@@ -83,7 +83,7 @@ def test_a_first_mirror_logs_its_new_folders_in_one_line_and_a_later_one_by_name
     mirror.stop()
     for i in range(40):
         mirror.emu.create_conversation(mirror.aid, f"Remote {i:02d}")
-    caplog.set_level(logging.INFO, logger="convsync.mirror.engine")
+    caplog.set_level(logging.INFO, logger="convsync.mirror.agentpass")
     mirror.start()
     [line] = new_conversation_lines(caplog)
     head, _, names = line.partition(": ")
