@@ -794,6 +794,8 @@ class Reconcile:
                 raise
             except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
                 self._item_failed(key, f"files/{name} could not be downloaded: {exc}")
+                if _unreachable(exc):
+                    return
                 continue
             log.info(
                 "%s: downloaded files/%s (%s in %.1f s)",
@@ -848,6 +850,8 @@ class Reconcile:
                 raise
             except (TransientError, BadRequest, ProtocolError, OutsideRoot, NotFound) as exc:
                 self._item_failed(key, f"data frame {info.name!r} could not be exported: {exc}")
+                if _unreachable(exc):
+                    return
                 continue
             log.info(
                 "%s: exported data frame %s to data-frames/%s (%d rows)",
@@ -926,6 +930,13 @@ def _remove_crash_temps(folder: Path, *, before: float) -> None:
                 path.unlink()
         except OSError:
             continue
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A failure of the connection, not an answer about this item (status 0: refused, timed out, reset). The
+    other items are left for the next pass, whose listing shows whether the server can be reached: trying each
+    one in turn here would cost every item its retries and timeouts (minutes against a server that is gone)."""
+    return isinstance(exc, TransientError) and not exc.status
 
 
 def _delivered(entry: OutboxEntry, messages: Sequence[Message]) -> bool:

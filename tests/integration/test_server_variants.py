@@ -137,3 +137,30 @@ def test_a_frame_the_server_cannot_serve_blocks_no_other(mirror: Mirror) -> None
     first = tries()
     wait_until(lambda: tries() > first, 30, what="the failing frame to be tried again on its own")
     assert not (folder / "status").read_text().startswith("error")
+
+
+def test_a_connection_that_fails_on_frames_tries_one_frame_per_pass(mirror: Mirror) -> None:
+    """Frame downloads whose connection is reset (no answer at all, as from a server that is gone): each pass
+    tries one frame and leaves the others to the next pass, instead of spending every frame's retries in a row;
+    once the connection works, every frame is exported."""
+    folder, cid = new_conversation(mirror)
+    names = ("one", "two", "three")
+    mirror.emu.set_faults([FaultRule(route="get_data_frame", reset=True)])
+    mirror.emu.clear_requests()
+    for name in names:
+        make_frame(mirror, cid, name)
+
+    def lists() -> int:
+        return len([r for r in mirror.emu.requests if r.route == "list_data_frames"])
+
+    wait_until(lambda: lists() >= 3, 60, what="three passes over the frames")
+    passes: list[set[str]] = []
+    for r in mirror.emu.requests:
+        if r.route == "list_data_frames":
+            passes.append(set())
+        elif r.route == "get_data_frame" and passes:
+            passes[-1].add(r.path)
+    assert any(passes) and all(len(tried) <= 1 for tried in passes), passes
+    mirror.emu.set_faults([])
+    for name in names:
+        wait_until((folder / "data-frames" / f"{name}.parquet").is_file, 60, what=f"{name}.parquet")
