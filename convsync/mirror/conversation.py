@@ -766,6 +766,7 @@ class Reconcile:
         self.rt.items.keep_only(ItemKind.FILE, (r.file_ref for r in remote))
         rows = {r.file_ref: r for r in state.transfers(self.cid, "down")}
         todo = filesync.plan_downloads(remote, {ref: r.sha256 for ref, r in rows.items()})
+        todo = self.rt.items.fresh_first(ItemKind.FILE, todo, lambda item: item.file_ref)
         taken = keys_of(r.local_name for r in rows.values() if r.local_name)
         for item in todo:
             if self.ctx.stopping():
@@ -823,6 +824,7 @@ class Reconcile:
         self.rt.items.keep_only(ItemKind.FRAME, (f.name for f in frames))
         rows = {r.name: r for r in state.frames(self.cid)}
         todo = dataframes.plan_exports(frames, {name: r.fingerprint for name, r in rows.items()})
+        todo = self.rt.items.fresh_first(ItemKind.FRAME, todo, lambda info: info.name)
         taken = keys_of(r.file_name for r in rows.values() if r.file_name)
         for info in todo:
             if self.ctx.stopping():

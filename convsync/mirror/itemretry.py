@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from convsync.mirror.plan import Backoff
 
 ITEM_BACKOFF_BASE = 5.0  # seconds before the first retry of an item
 ITEM_BACKOFF_CAP = 900.0  # an item that keeps failing is tried every quarter of an hour
+
+T = TypeVar("T")
 
 
 class ItemKind(enum.Enum):
@@ -50,6 +53,11 @@ class ItemRetries:
 
     def succeeded(self, key: ItemKey) -> None:
         self._waiting.pop(key, None)
+
+    def fresh_first(self, kind: ItemKind, items: Sequence[T], name: Callable[[T], str]) -> list[T]:
+        """``items`` with those that never failed first, each group in its order: a pass ends at an item whose
+        connection fails, and one that keeps failing must not be the first in line every time."""
+        return sorted(items, key=lambda item: ItemKey(kind, name(item)) in self._waiting)
 
     def keep_only(self, kind: ItemKind, names: Iterable[str]) -> None:
         """Forget the failures of items of ``kind`` the server no longer lists."""

@@ -37,3 +37,15 @@ def test_success_and_disappearance_forget_the_failure() -> None:
     assert retries.wait(BAD) == 0.0 and retries.next_due() == retries.wait(OTHER)
     retries.keep_only(ItemKind.FRAME, ["bad"])
     assert retries.next_due() is None
+
+
+def test_items_that_failed_before_go_after_the_fresh_ones() -> None:
+    """A pass tries the items that never failed first (each group in its order), so one whose connection keeps
+    failing, which ends the pass, never holds the others back."""
+    retries = ItemRetries(clock=lambda: 0.0)
+    retries.failed(BAD)
+    names = ["bad", "first", "other", "last"]
+    assert retries.fresh_first(ItemKind.FRAME, names, lambda n: n) == ["first", "other", "last", "bad"]
+    retries.failed(OTHER)
+    assert retries.fresh_first(ItemKind.FRAME, names, lambda n: n) == ["first", "last", "bad", "other"]
+    assert retries.fresh_first(ItemKind.FILE, names, lambda n: n) == names
