@@ -229,9 +229,11 @@ def _other_config(plain: Path, config: Path) -> str | None:
     except FileNotFoundError:
         return None
     line = next((ln for ln in text.splitlines() if ln.startswith("ExecStart=")), "")
-    if f" --config {systemd_quote(str(config))}" in line or " --config " not in line:
+    if " --config " not in line:
         return None
-    return line.partition(" --config ")[2].strip()
+    # The whole value, not a prefix: /a/work.yaml is not /a/work.yaml.old.
+    other = line.partition(" --config ")[2].strip()
+    return None if other == systemd_quote(str(config)) else other
 
 
 def _install_instance(inst: Instance, config_path: Path | None, start: bool, say: Say) -> int:
@@ -304,6 +306,10 @@ def uninstall(config_path: Path | None = None, *, profile: str = "", say: Say = 
         return _uninstall_instance(Instance(name, config, profile), say)
     if profile:
         say(f"No instance of convsync@.service runs {config} with the profile {profile}; nothing to remove")
+        return Exit.OK
+    other = _other_config(unit_path(), config)
+    if other is not None:
+        say(f"{unit_path()} runs another config ({other}), not {config}; it is left as it is.")
         return Exit.OK
     return _uninstall_plain(say)
 

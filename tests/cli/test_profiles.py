@@ -224,3 +224,34 @@ def test_uninstall_removes_only_that_instance(tmp_path: Path, tenants: tuple[Emu
     assert not (unit_dir() / "convsync@alpha.service.d").exists()
     assert (unit_dir() / "convsync@beta.service.d" / "convsync.conf").exists()
     assert (unit_dir() / "convsync@.service").exists()
+
+
+def test_uninstall_of_another_config_leaves_the_first_service(tmp_path: Path) -> None:
+    """`service uninstall --config other.yaml` (never installed) removes nothing: convsync.service runs config.yaml."""
+    env = no_systemctl(tmp_path)
+    first, other = tmp_path / "config.yaml", tmp_path / "other.yaml"
+    for path, tenant in ((first, "one"), (other, "two")):
+        path.write_text(f"server:\n  url: https://example.com/tenants/{tenant}/api/v2\nroot: {tmp_path / tenant}\n")
+    assert convsync("--config", str(first), "service", "install", env=env).returncode == 0
+    plain = unit_dir() / "convsync.service"
+    before = plain.read_bytes()
+    done = convsync("--config", str(other), "service", "uninstall", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "runs another config" in done.stdout
+    assert plain.read_bytes() == before
+
+
+def test_a_config_whose_path_is_a_prefix_of_the_first_gets_its_own_instance(tmp_path: Path) -> None:
+    """`service install --config config.yaml` beside convsync.service of config.yaml.new keeps that unit (a path
+    that is the start of the installed one is another config)."""
+    env = no_systemctl(tmp_path)
+    longer, first = tmp_path / "config.yaml.new", tmp_path / "config.yaml"
+    for path, tenant in ((longer, "one"), (first, "two")):
+        path.write_text(f"server:\n  url: https://example.com/tenants/{tenant}/api/v2\nroot: {tmp_path / tenant}\n")
+    assert convsync("--config", str(longer), "service", "install", env=env).returncode == 0
+    plain = unit_dir() / "convsync.service"
+    before = plain.read_bytes()
+    done = convsync("--config", str(first), "service", "install", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert plain.read_bytes() == before
+    assert f"CONVSYNC_CONFIG={first}" in (unit_dir() / "convsync@config.service.d" / "convsync.conf").read_text()
