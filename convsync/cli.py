@@ -476,8 +476,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from convsync.config import load_config
 
-    # Read-only commands read local state only: they need no API key.
-    config = load_config(args.config, require_key=args.command in ("run", "sync"))
+    # Read-only commands read local state only: they need no API key (nor does `sync` that a daemon runs).
+    config = load_config(args.config, require_key=args.command == "run")
     setup_logging(verbosity=args.verbose - args.quiet, level=config.log_level)
     logging.getLogger(__name__).debug(
         "convsync %s %s: config %s, key from the %s",
@@ -491,7 +491,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_daemon(config, config_path=args.config)
     if args.command == "sync":
-        return _sync(config, quiet=args.quiet > 0)
+        return _sync(config, args.config, quiet=args.quiet > 0)
     if args.command == "reload":
         from convsync import control
 
@@ -515,9 +515,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _sync(config: Config, *, quiet: bool) -> int:
-    """``convsync sync``: through the running daemon when there is one, else a pass of its own."""
+def _sync(config: Config, config_path: Path | None, *, quiet: bool) -> int:
+    """``convsync sync``: through the running daemon when there is one (it holds the key), else a pass of its own."""
     from convsync import control
+    from convsync.config import load_config
 
     def progress(message: str) -> None:
         if not quiet:
@@ -532,7 +533,7 @@ def _sync(config: Config, *, quiet: bool) -> int:
     except errors.NotRunning:
         from convsync.daemon import sync_once
 
-        return sync_once(config)
+        return sync_once(load_config(config_path, require_key=True, profile=config.profile))
     control.raise_for(reply)
     logging.getLogger(__name__).info("sync done by the running daemon: %s", reply.get("summary", ""))
     return Exit.OK

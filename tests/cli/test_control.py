@@ -73,6 +73,15 @@ def test_sync_asks_the_running_daemon_for_a_pass(daemon: Running, emulator: Emul
     assert folder.is_dir()
 
 
+def test_sync_through_the_daemon_needs_no_key(daemon: Running, emulator: EmulatorServer) -> None:
+    """`convsync sync` with no key in the environment asks the running daemon (which has one): exit 0, not 78."""
+    emulator.create_conversation(emulator.agent_id("Demo Agent"), "Asked without a key")
+    assert KEY_ENV not in os.environ
+    done = convsync("sync", "--config", str(daemon.config))
+    assert done.returncode == 0, done.stderr
+    assert (daemon.root / "Demo Agent" / "Asked without a key").is_dir()
+
+
 def test_status_needs_no_key_and_lists_the_conversations(daemon: Running, emulator: EmulatorServer) -> None:
     """With the daemon running, `status` with no key in the environment exits 0 and lists the conversations."""
     emulator.create_conversation(emulator.agent_id("Demo Agent"), "Listed")
