@@ -27,7 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, NotRunning, TransientError
+from convsync.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    ConvsyncError,
+    NotRunning,
+    RedirectRefused,
+    TransientError,
+    UntrustedCertificate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +81,18 @@ def _peer_uid(sock: socket.socket) -> int:
     return int(struct.unpack("3i", raw)[1])
 
 
+# Most specific first: the kind makes the command exit as it would have without a daemon (76, 78, 77, 75).
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (UntrustedCertificate, "tls"),
+    (RedirectRefused, "redirect"),
+    (AuthError, "auth"),
+    (ApiError, "transient"),
+)
+
+
 def error_reply(exc: BaseException) -> Reply:
     """How an error travels back to the command: its kind picks the command's exit code."""
-    kind = "auth" if isinstance(exc, AuthError) else "transient" if isinstance(exc, ApiError) else "other"
+    kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), "other")
     return {"ok": False, "error": {"kind": kind, "message": str(exc)}}
 
 
@@ -185,6 +203,10 @@ def raise_for(reply: Reply) -> None:
         return
     error = reply.get("error") or {}
     message, kind = str(error.get("message", "the daemon failed the request")), error.get("kind")
+    if kind == "tls":
+        raise UntrustedCertificate(message)
+    if kind == "redirect":
+        raise RedirectRefused(message)
     if kind == "auth":
         raise AuthError(message)
     if kind == "transient":
