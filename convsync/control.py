@@ -7,7 +7,8 @@
 One daemon per state directory (the instance lock), so the state directory names the socket. Without
 ``$XDG_RUNTIME_DIR`` the directory is ``<tmp>/convsync-<uid>`` (created 0700, refused if another user owns it).
 The protocol is one JSON request line, then JSON lines back: any number of ``{"progress": "…"}`` and one final
-``{"ok": true|false, …}``. A peer of another uid is refused (``SO_PEERCRED``), whatever the file modes say.
+``{"ok": true|false, …}``. A peer of another uid is refused (``SO_PEERCRED``), whatever the file modes say, and
+the command trusts only a daemon of its own uid (the temp-dir fallback could be a folder another user made).
 """
 
 from __future__ import annotations
@@ -174,24 +175,32 @@ class ControlServer:
 
 
 def request(state_dir: Path, op: str, progress: Progress | None = None, timeout: float = 10.0) -> Reply:
-    """Send ``op`` to the daemon of ``state_dir``; its final reply. Raises ``NotRunning`` when none answers."""
+    """Send ``op`` to the daemon of ``state_dir``; its final reply. Raises ``NotRunning`` when none answers,
+    ``TransientError`` when the exchange breaks (a daemon stopping, hung past ``timeout``, or garbled)."""
     path = socket_path(state_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except OSError as exc:  # absent, a dead daemon's socket, or a folder we may not enter
             raise NotRunning(f"no convsync daemon runs with the state directory {state_dir}") from exc
-        sock.sendall(json.dumps({"op": op}).encode() + b"\n")
-        with sock.makefile("rb") as replies:
-            for line in replies:
-                reply = json.loads(line)
-                if "progress" in reply:
-                    if progress is not None:
-                        progress(str(reply["progress"]))
-                    continue
-                return dict(reply)
+        if _peer_uid(sock) != os.getuid():  # another user's socket (a planted /tmp folder): not our daemon
+            raise NotRunning(f"{path} is served by another user, not by a convsync daemon of yours")
+        try:
+            sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+            with sock.makefile("rb") as replies:
+                for line in replies:
+                    reply = json.loads(line)
+                    if not isinstance(reply, dict):
+                        raise ValueError(f"not a JSON object: {line[:80]!r}")
+                    if "progress" in reply:
+                        if progress is not None:
+                            progress(str(reply["progress"]))
+                        continue
+                    return reply
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"the daemon's control socket failed: {exc}") from exc
     finally:
         sock.close()
     raise TransientError("the daemon closed the control socket without an answer (it is stopping?)")

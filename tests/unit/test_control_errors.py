@@ -1,6 +1,11 @@
-"""An error the daemon meets in `convsync sync` makes the command exit as it would without a daemon."""
+"""The control socket's client side: errors keep their exit codes across it; only a daemon of this uid is trusted."""
 
 from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +15,7 @@ from convsync.errors import (
     ApiError,
     AuthError,
     ConvsyncError,
+    NotRunning,
     RedirectRefused,
     TransientError,
     UntrustedCertificate,
@@ -32,3 +38,60 @@ def test_an_error_keeps_its_exit_code_across_the_socket(error: ConvsyncError, co
         control.raise_for(control.error_reply(error))
     assert exit_code_for(raised.value) == code
     assert str(error) in str(raised.value)
+
+
+class _Target:
+    def control_sync(self, progress: control.Progress) -> control.Reply:
+        return {"ok": True, "summary": "planted"}
+
+    def control_status(self) -> control.Reply:
+        return {"ok": True, "summary": "planted"}
+
+    def control_reload(self) -> control.Reply:
+        return {"ok": True}
+
+
+def test_a_socket_of_another_user_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose uid differs from the socket's server treats it as no daemon of its own (NotRunning)."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    server = control.ControlServer(tmp_path / "state", _Target())
+    server.start()
+    try:
+        real_uid = os.getuid()
+        monkeypatch.setattr(control.os, "getuid", lambda: real_uid + 1)  # this command runs as someone else
+        with pytest.raises(NotRunning, match="another user"):
+            control.request(tmp_path / "state", "sync")
+    finally:
+        monkeypatch.undo()
+        server.stop()
+
+
+def test_a_garbled_answer_is_a_transient_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket that answers something other than JSON lines makes the command fail with TransientError (exit
+    75), not a ValueError reported as a bug."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    path = control.socket_path(tmp_path / "state")
+    path.parent.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        with pytest.raises(TransientError, match="control socket failed"):
+            control.request(tmp_path / "state", "sync", timeout=10)
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert not thread.is_alive()
