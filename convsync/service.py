@@ -310,6 +310,7 @@ def uninstall(config_path: Path | None = None, *, profile: str = "", say: Say = 
     other = _other_config(unit_path(), config)
     if other is not None:
         say(f"{unit_path()} runs another config ({other}), not {config}; it is left as it is.")
+        say(f"  To remove it: convsync --config {other} service uninstall")
         return Exit.OK
     return _uninstall_plain(say)
 

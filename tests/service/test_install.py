@@ -141,7 +141,7 @@ def test_uninstall_removes_unit_and_enablement(isolated_home: Path, config_file:
     (wants / "convsync.service").symlink_to(unit_file(isolated_home))
     lines: list[str] = []
 
-    assert uninstall(say=lines.append) == 0
+    assert uninstall(config_file, say=lines.append) == 0
 
     assert not unit_file(isolated_home).exists()
     assert not (wants / "convsync.service").is_symlink()
@@ -153,7 +153,7 @@ def test_uninstall_with_systemctl_disables_first(isolated_home: Path, config_fil
     install(config_file, start=False, say=lambda _: None)
     fake_systemctl.write_text("")
 
-    uninstall(say=lambda _: None)
+    uninstall(config_file, say=lambda _: None)
 
     calls = fake_systemctl.read_text().splitlines()
     assert "--user disable --now convsync.service" in calls
