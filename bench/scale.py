@@ -11,7 +11,9 @@ Phase 2: a daemon with the default rate limit (30 requests / 10 s) starts on the
 Figures: its CPU use in % of one core (/proc utime+stime), its RSS, and its request rate against the
 configured poll budget (the rate limit, or fewer when the poll intervals allow fewer).
 
-Targets: first mirror ≤ 1.3x the baseline; idle CPU < 1 %; RSS < 200 MiB; request rate within the budget.
+Targets: idle CPU < 1 %; RSS < 200 MiB; request rate within the budget. The first mirror's ratio to the
+baseline (CPU-bound, the limiter lifted) is printed but no longer a target: against a real server the request
+budget sets a first mirror's time (``bench/budget.py``).
 """
 
 from __future__ import annotations
@@ -240,14 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     h.report(
         f"scale ({n} conversations x {m} messages; idle {args.idle_seconds:g} s)",
         [
-            h.Row(
-                "first full mirror",
-                first_mirror,
-                "s",
-                baseline,
-                f"<= {1.3 * baseline:.3g} s (1.3x)",
-                first_mirror <= 1.3 * baseline,
-            ),
+            # Printed, no longer a target: against a real server the request budget, not the CPU, sets a first
+            # mirror's time (bench/budget.py); this ratio is the CPU-bound case with the limiter lifted.
+            h.Row("first full mirror", first_mirror, "s", baseline),
             h.Row("READY=1 after (first full scan)", ready_after, "s"),
             h.Row("first mirror GET requests", best.requests, "", best.replayed),
             h.Row(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -48,10 +47,7 @@ from convsync.mirror.folders import (
     check_root,
     folder_fingerprint,
 )
-from convsync.mirror.plan import (
-    PollIntervals,
-    poll_intervals,
-)
+from convsync.mirror.pollpolicy import PollPolicy
 from convsync.mirror.routing import route
 from convsync.mirror.scheduler import (
     LISTS,
@@ -71,8 +67,6 @@ from convsync.watch import Hint, Watcher
 log = logging.getLogger(__name__)
 
 WORKERS = 5  # one of them takes interactive jobs only, so a prompt never waits for a worker
-FIRST_POLL_REQUESTS = 3  # messages, files, frames
-REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed only after the agent ran
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
 
@@ -144,10 +138,9 @@ class Engine:
         self._watcher: Watcher | None = None
         self._watch_lock = threading.Lock()  # the lists job and the watch job may both start the watcher
         self._runtimes: dict[str, ConversationRuntime] = {}
-        self._next_poll: dict[str, float] = {}
         self._next_lists = 0.0
         self._next_rescan = 0.0
-        self._intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
+        self._polls = PollPolicy(config, self._sched.add_timer)
         self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
         self._agent_index: dict[str, str] = {}  # agent folder → agent id
         self._agents_cache: tuple[tuple[object, ...], list[AgentRow]] | None = None
@@ -258,21 +251,18 @@ class Engine:
         interval instead. Queued work is untouched: it lives in the state database and the runtimes' flags.
         """
         now = time.monotonic()
+
+        def window_of(cid: str) -> str:
+            rt = self._runtimes.get(cid)
+            if rt is not None and rt.active:
+                return "active"
+            return "first" if rt is None or rt.fetched[0] == float("-inf") else "idle"
+
         with self._cond:
-            self._next_lists = now + max(self._intervals.lists, self._config.poll_conversations_seconds)
-            for cid in list(self._next_poll):
-                rt = self._runtimes.get(cid)
-                if rt is not None and rt.active:
-                    window = self._intervals.active
-                elif rt is None or rt.fetched[0] == float("-inf"):
-                    window = FIRST_POLL_REQUESTS * self._intervals.idle  # a start-up poll, as in _runtime
-                else:
-                    window = self._intervals.idle
-                self._set_poll(cid, now + random.uniform(0, window))  # noqa: S311 (not for secrets)
+            self._next_lists = now + self._polls.lists_interval(self._config)
+            self._polls.respread(now, window_of)
             # Entries superseded above are skipped when they surface; drop them now so the heap stays small.
-            self._sched.drop_timers(
-                lambda t: t.kind is not TimerKind.POLL or self._next_poll.get(t.conversation_id) == t.at
-            )
+            self._sched.drop_timers(lambda t: t.kind is not TimerKind.POLL or self._polls.current(t))
             self._cond.notify_all()
 
     def run_once(self) -> SyncReport:
@@ -382,7 +372,7 @@ class Engine:
         config = self._config
         if now >= self._next_lists:
             self._sched.due_at(LISTS, now, Lane.BACKGROUND)
-            self._next_lists = now + max(self._intervals.lists, config.poll_conversations_seconds)
+            self._next_lists = now + self._polls.lists_interval(config)
         if now >= self._next_rescan:
             self._sched.due_at(RESCAN, now, Lane.BACKGROUND)
             self._next_rescan = now + config.rescan_seconds
@@ -394,15 +384,9 @@ class Engine:
             lane = Lane.INTERACTIVE  # a prompt or a file settling, a retry of queued work
             if kind is TimerKind.POLL:
                 lane = Lane.BACKGROUND
-                if self._next_poll.get(cid) != at:
-                    continue  # superseded
-                interval = self._intervals.active if rt.active else self._intervals.idle
-                read_at = rt.fetched[0]
-                if now - read_at < interval / 2:  # just read (a reply ended): this poll would learn nothing
-                    self._set_poll(cid, read_at + interval)
+                if not self._polls.fired(timer, now, active=rt.active, read_at=rt.fetched[0]):
                     continue
                 rt.add(Flags(poll=True))
-                self._set_poll(cid, now + interval)
             elif kind is TimerKind.RECHECK:
                 if rt.recheck_at != at:
                     continue
@@ -422,11 +406,6 @@ class Engine:
                         rt.fetched = (read_at, [])
                 continue
             self._sched.due_at(ConversationJob(cid), now, lane)
-
-    def _set_poll(self, cid: str, at: float) -> None:
-        """Poll ``cid`` at ``at`` (lock held); an earlier entry for it becomes stale."""
-        self._next_poll[cid] = at
-        self._sched.add_timer(Timer(at, TimerKind.POLL, cid))
 
     def _worker_loop(self) -> None:
         while (taken := self._sched.take(self._stopping.is_set)) is not None:
@@ -538,9 +517,7 @@ class Engine:
             if rt is not None and rt.files_due and lane is not Lane.BACKGROUND:  # left to the background lane
                 self._sched.due_at(ConversationJob(cid), time.monotonic(), Lane.BACKGROUND)
             if outcome.sent or (rt is not None and rt.active):
-                soon = time.monotonic() + self._intervals.active
-                if self._next_poll.get(cid, soon + 1) > soon:
-                    self._set_poll(cid, soon)  # active: poll at the fast rate from now on
+                self._polls.active_now(cid, time.monotonic())
             self._cond.notify_all()
 
     # --- the lists pass: agents and conversations against the server ----------------------------------------
@@ -707,12 +684,7 @@ class Engine:
             rt = self._runtimes.get(cid)
             if rt is None:
                 rt = self._runtimes[cid] = ConversationRuntime(cid)
-            if cid not in self._next_poll:
-                # First polls are spread out so that a restart does not burst the server: a first poll also
-                # lists files and frames (three requests), so the first round takes three idle intervals.
-                window = max(1.0, FIRST_POLL_REQUESTS * self._intervals.idle)
-                spread = random.uniform(0, window)  # noqa: S311 (not for secrets)
-                self._set_poll(cid, time.monotonic() + spread)
+            self._polls.first(cid, time.monotonic())
             return rt
 
     def _run_conversation(self, cid: str, flags: Flags) -> Outcome | None:
@@ -720,7 +692,7 @@ class Engine:
         agent = next((a for a in self._configured_agents() if row and a.id == row.agent_id), None)
         if row is None or row.status != "active" or agent is None:
             with self._cond:
-                self._next_poll.pop(cid, None)  # detached, deleted, or its agent no longer mirrored
+                self._polls.forget(cid)  # detached, deleted, or its agent no longer mirrored
             return None
         rt = self._runtime(cid)  # its job's key (or ``run_once``, alone) keeps everyone else out
         return Reconcile(self._context(row, agent, rt), rt, flags).run()
@@ -800,16 +772,6 @@ class Engine:
         with self._cond:  # the index holds exactly the active conversations of the configured agents
             cids = list(self._folder_index.values())
         n_active = sum(1 for cid in cids if (rt := self._runtimes.get(cid)) is not None and rt.active)
-        config = self._config
-        self._intervals = poll_intervals(
-            n_active=n_active,
-            n_idle=len(cids) - n_active,
-            n_agents=len(self._agent_index),
-            active_seconds=config.poll_active_seconds,
-            idle_seconds=config.poll_idle_seconds,
-            lists_seconds=config.poll_conversations_seconds,
-            budget_per_second=config.rate_limit_background_share
-            * config.rate_limit_requests
-            / config.rate_limit_window_seconds,
-            requests_per_poll=REQUESTS_PER_POLL,
+        self._polls.update(
+            self._config, n_active=n_active, n_idle=len(cids) - n_active, n_agents=len(self._agent_index)
         )

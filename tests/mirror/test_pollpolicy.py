@@ -1,0 +1,61 @@
+"""The poll policy without threads: intervals within the background share, skipped and re-timed polls."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from convsync.config import Config
+from convsync.mirror.pollpolicy import PollPolicy
+from convsync.mirror.scheduler import Timer, TimerKind
+
+CONFIG = Config(url="http://127.0.0.1:1/api/v2", api_key="k", root=Path("/tmp/root"))
+
+
+def policy() -> tuple[PollPolicy, list[Timer]]:
+    timers: list[Timer] = []
+    return PollPolicy(CONFIG, timers.append, random.Random(1)), timers
+
+
+def test_idle_polls_of_many_conversations_fit_the_background_share() -> None:
+    """1,000 idle conversations are polled every ~668 s: 1.5 requests/s, half of the default 30 / 10 s."""
+    polls, _ = policy()
+    polls.update(CONFIG, n_active=0, n_idle=1000, n_agents=1)
+    assert polls.intervals.idle == pytest.approx((1000 + 2) / 1.5)
+
+
+def test_a_poll_right_after_a_read_moves_to_one_interval_after_it() -> None:
+    """A poll due 1 s after a reply's read (interval 60 s) is skipped and timed 60 s after the read."""
+    polls, timers = policy()
+    polls.at("c", 100.0)
+    assert not polls.fired(timers[-1], 100.0, active=False, read_at=99.0)
+    assert timers[-1] == Timer(159.0, TimerKind.POLL, "c")
+
+
+def test_a_due_poll_polls_and_times_the_next() -> None:
+    """A poll long after the last read polls now and times the next one an interval later."""
+    polls, timers = policy()
+    polls.at("c", 100.0)
+    assert polls.fired(timers[-1], 100.0, active=False, read_at=0.0)
+    assert timers[-1] == Timer(160.0, TimerKind.POLL, "c")
+
+
+def test_a_superseded_poll_does_nothing() -> None:
+    """A timer that is no longer the conversation's next poll is ignored."""
+    polls, timers = policy()
+    polls.at("c", 100.0)
+    stale = timers[-1]
+    polls.active_now("c", 50.0)
+    assert not polls.fired(stale, 100.0, active=True, read_at=0.0)
+    assert not polls.current(stale)
+
+
+def test_first_polls_are_spread_over_three_idle_intervals() -> None:
+    """The first polls of 100 conversations after a start fall within three idle intervals, not at once."""
+    polls, timers = policy()
+    for i in range(100):
+        polls.first(f"c{i}", 0.0)
+    times = [t.at for t in timers]
+    assert max(times) <= 180.0 and len({round(t) for t in times}) > 50
