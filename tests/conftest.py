@@ -66,7 +66,18 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     ]:
         (home / sub).mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(var, str(home / sub))
-    for var in ("CONVSYNC_CONFIG", "CONVSYNC_API_KEY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "CREDENTIALS_DIRECTORY"):
+    # The daemons' control sockets too: not in the developer's runtime dir, nor in the shared /tmp fallback.
+    runtime = home / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    for var in (
+        "CONVSYNC_CONFIG",
+        "CONVSYNC_PROFILE",
+        "CONVSYNC_API_KEY",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "CREDENTIALS_DIRECTORY",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
