@@ -162,10 +162,15 @@ def _daemon_line(live: dict[str, Any] | None, beat: DaemonState) -> str:
         if beat.running:
             return f"daemon: {beat.text}; its control socket did not answer"
         return f"daemon: {beat.text} (figures below are from the state files)"
-    head = beat.text if beat.running and beat.pid == live.get("pid") else f"running (pid {live.get('pid')})"
+    head = _running_text(live, beat)
     if not live.get("ready"):
         return f"daemon: {head}, starting: first scan; {live.get('summary', '')}"
     return f"daemon: {head}: {live.get('summary', '')}"
+
+
+def _running_text(live: dict[str, Any], beat: DaemonState) -> str:
+    """The heartbeat's text when it speaks of the daemon that answered, else what the answer itself says."""
+    return beat.text if beat.running and beat.pid == live.get("pid") else f"running (pid {live.get('pid')})"
 
 
 def as_document(
@@ -175,7 +180,7 @@ def as_document(
     beat = beat or daemon_state(state_path(config).parent)
     daemon: dict[str, Any] = {
         "running": live is not None or beat.running,
-        "text": beat.text,
+        "text": beat.text if live is None else _running_text(live, beat),
         "started": beat.started,
         "last_contact": beat.last_contact,
         "stopped": beat.stopped,
