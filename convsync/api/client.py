@@ -300,13 +300,17 @@ class AgentClient:
         items = self._paginate(url, {}, first=_json(response))
         return [Message.from_wire(item) for item in items]
 
-    def stream_message(self, aid: str, cid: str, content: str) -> Iterator[StreamEvent]:
+    def stream_message(
+        self, aid: str, cid: str, content: str, *, stop: Callable[[], bool] | None = None
+    ) -> Iterator[StreamEvent]:
         """Send ``content`` and yield the reply as typed events, ending with ``StreamFinished``.
 
         A generator: the request goes out on the first ``next()``; closing the generator early closes the
         connection (the server then cancels the run, so the reply may never be stored). A body that ends, or
         a connection that breaks or idles past ``stream_idle_timeout``, before ``agent_finished`` raises
         ``StreamInterrupted``: the prompt reached the server, the reply may or may not be complete there.
+        ``stop`` is asked after every piece of the body, keep-alive pings included: when it says so, reading
+        ends there (``StreamInterrupted``), so a caller can stop a reply that is silent for a long time.
         """
         url = self._url("agents", aid, "conversations", cid, "stream")
         response = self._request(
@@ -321,7 +325,8 @@ class AgentClient:
         try:
             if response.headers.get("content-type", "").startswith("application/json"):
                 raise ProtocolError(f"POST {url.path}: the answer is JSON, not an event stream", status=200)
-            yield from stream_events(self._body(response, "POST", url, StreamInterrupted))
+            chunks = self._body(response, "POST", url, StreamInterrupted)
+            yield from stream_events(chunks if stop is None else _until(chunks, stop))
         finally:
             response.close()
 
@@ -970,3 +975,11 @@ class _MultipartBody:
                     raise TransientError(f"{path.name} grew while it was being uploaded")
             yield b"\r\n"
         yield self.tail
+
+
+def _until(chunks: Iterable[bytes], stop: Callable[[], bool]) -> Iterator[bytes]:
+    """``chunks`` until ``stop()`` says so (asked after each one)."""
+    for chunk in chunks:
+        yield chunk
+        if stop():
+            return

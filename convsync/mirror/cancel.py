@@ -1,10 +1,10 @@
 """``<conversation>/cancel``: stop the reply that streams and take back the prompts still queued.
 
 Creating the file (``touch cancel`` or ``convsync cancel DIR``) asks for it. A reply that streams stops at the
-next piece the server sends: convsync closes the stream, which cancels the run on the server, and what streamed
-stands in the transcript, closed. Every prompt still queued for the conversation is taken back into
-``prompt.cancelled-<UTC time>.txt`` (one file each) instead of being sent; the transcript says so in a
-``## Cancelled`` block. Then the file is removed. A ``cancel`` found with nothing to stop is just removed.
+next piece the server sends, keep-alive pings included: convsync closes the stream, which cancels the run on the
+server, and what streamed stands in the transcript, closed. Every prompt still queued for the conversation is
+taken back into ``prompt.cancelled-<UTC time>.txt`` (one file each) instead of being sent; the transcript says
+so in a ``## Cancelled`` block. Then the file is removed. A ``cancel`` found with nothing to stop is just removed.
 """
 
 from __future__ import annotations

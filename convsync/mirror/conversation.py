@@ -626,7 +626,10 @@ class Reconcile:
             clock=self.ctx.clock.now,
             on_chart=lambda mid, index, part: charts.write_chart(self.folder, mid, index, part),
         )
-        events = self.ctx.client.stream_message(self.aid, self.cid, entry.payload)
+        # A cancel is noticed after every piece of the body, keep-alive pings included (cancel.py).
+        events = self.ctx.client.stream_message(
+            self.aid, self.cid, entry.payload, stop=lambda: cancel.requested(self.folder)
+        )
         failed: str | None = None
         fault: OSError | None = None
 
@@ -670,6 +673,9 @@ class Reconcile:
                     return False
                 if cancel.requested(self.folder):  # a stat per event: the stream is read event by event anyway
                     break
+        except StreamInterrupted:
+            if not cancel.requested(self.folder):
+                raise  # a cut stream; one that ended because of a cancel is the cancel
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -692,6 +698,8 @@ class Reconcile:
         """``cancel`` was created: the reply (if ``tail``: it was streaming) is stopped, queued prompts taken back."""
         kept = cancel.take_back(self.folder, self.ctx.state, self.cid)
         self._pending = None
+        if tail is not None and not self._prompt_started:
+            tail.prompt = None  # never accepted by the server: it is among the prompts taken back
         lines = cancel.notice_lines(tail is not None, kept)
         if lines:
             if tail is None:

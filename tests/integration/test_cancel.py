@@ -69,3 +69,16 @@ def test_convsync_cancel_creates_the_file(mirror: Mirror, tmp_path: Path) -> Non
     )
     assert other.returncode == 78
     assert "not a conversation folder" in other.stderr
+
+
+def test_cancel_stops_a_silent_reply_at_the_next_keep_alive(mirror: Mirror) -> None:
+    """A reply silent for seconds (a long tool call) stops at the server's next ping, not its next words."""
+    mirror.emu.configure(ping_interval=0.3)
+    folder, _ = chat(mirror, "Silent")
+    transcript = folder / "transcript.md"
+    (folder / "prompt.txt").write_text("/slow 3 5000")
+    wait_until(lambda: "Part 1 of 3" in transcript.read_text(), 15, what="the first part")
+    (folder / "cancel").touch()
+    wait_until(lambda: not (folder / "cancel").exists(), 3, what="the cancel within a few pings (next words: 5 s)")
+    assert "Part 2 of 3" not in transcript.read_text()
+    assert "> You cancelled the reply above; it was stopped.\n" in transcript.read_text()
