@@ -8,6 +8,7 @@ code  name                meaning
 0     OK                  done
 1     BUG                 an unexpected error: a bug, please report it
 2     USAGE               wrong command-line arguments
+3     DAEMON_NOT_RUNNING  ``status``, ``doctor``: no daemon runs for this state directory (LSB ``status``)
 65    STATE_UNUSABLE      the state database is corrupt or newer than this convsync: ``convsync repair``
 69    ROOT_UNAVAILABLE    the mirror root has no ``.convsync-root`` marker
 72    MISSING_EXTRA       the command needs an optional extra that is not installed (``emulator``, ``demo``)
