@@ -5,7 +5,8 @@
     $XDG_RUNTIME_DIR/convsync/control-<hash of the state dir>.sock     (dir 0700, socket 0600, owner only)
 
 One daemon per state directory (the instance lock), so the state directory names the socket. Without
-``$XDG_RUNTIME_DIR`` the directory is ``<tmp>/convsync-<uid>`` (created 0700, refused if another user owns it).
+``$XDG_RUNTIME_DIR`` the directory is ``/run/user/<uid>/convsync`` when ``/run/user/<uid>`` is the user's (as
+under a service), else ``<tmp>/convsync-<uid>`` (created 0700, refused if another user owns it).
 The protocol is one JSON request line, then JSON lines back: any number of ``{"progress": "…"}`` and one final
 ``{"ok": true|false, …}``. A peer of another uid is refused (``SO_PEERCRED``), whatever the file modes say, and
 the command trusts only a daemon of its own uid (the temp-dir fallback could be a folder another user made).
@@ -56,10 +57,23 @@ class ControlTarget(Protocol):
     def control_reload(self) -> Reply: ...
 
 
+# Where systemd-logind makes each user's runtime dir (what a service's $XDG_RUNTIME_DIR is).
+SYSTEMD_RUNTIME_BASE = Path("/run/user")
+
+
 def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/convsync``, else a private per-user folder in the temp dir."""
+    """``$XDG_RUNTIME_DIR/convsync``; without it (cron, ``su``, ssh without pam_systemd) the user's
+    ``/run/user/<uid>`` when it exists and is theirs, so such a command finds the service's socket; else a
+    private per-user folder in the temp dir."""
     base = os.environ.get("XDG_RUNTIME_DIR", "").strip()
-    return Path(base) / "convsync" if base else Path(tempfile.gettempdir()) / f"convsync-{os.getuid()}"
+    if base:
+        return Path(base) / "convsync"
+    uid = os.getuid()
+    with contextlib.suppress(OSError):
+        info = (SYSTEMD_RUNTIME_BASE / str(uid)).lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid:
+            return SYSTEMD_RUNTIME_BASE / str(uid) / "convsync"
+    return Path(tempfile.gettempdir()) / f"convsync-{uid}"
 
 
 def socket_path(state_dir: Path) -> Path:

@@ -95,3 +95,20 @@ def test_a_garbled_answer_is_a_transient_error(tmp_path: Path, monkeypatch: pyte
         thread.join(timeout=10)
         listener.close()
     assert not thread.is_alive()
+
+
+def test_without_xdg_runtime_dir_the_users_run_folder_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command without $XDG_RUNTIME_DIR (cron, su) looks in /run/user/<uid>, where the service's socket is."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr(control, "SYSTEMD_RUNTIME_BASE", tmp_path)
+    (tmp_path / str(os.getuid())).mkdir(mode=0o700)
+    assert control.runtime_dir() == tmp_path / str(os.getuid()) / "convsync"
+
+
+def test_without_any_runtime_dir_a_private_temp_folder_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No $XDG_RUNTIME_DIR and no /run/user/<uid>: the socket's folder is <tmp>/convsync-<uid>."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr(control, "SYSTEMD_RUNTIME_BASE", tmp_path / "absent")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(control.tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    assert control.runtime_dir() == tmp_path / f"convsync-{os.getuid()}"
