@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 PASS_TIMEOUT_SECONDS = 15 * 60.0  # a full pass on a large account; the client waits as long
 _MAX_REQUEST = 4096
+# A client that connects and sends nothing (a stray `nc -U`) must not hold up the daemon's stop, which joins the
+# request threads. Only socket operations wait this long; a sync waiting for its pass does not.
+READ_TIMEOUT_SECONDS = 10.0
 
 Progress = Callable[[str], None]
 Reply = dict[str, Any]
@@ -117,6 +120,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         if _peer_uid(self.connection) != os.getuid():
             return
+        self.connection.settimeout(READ_TIMEOUT_SECONDS)
         try:
             request = json.loads(self.rfile.readline(_MAX_REQUEST) or b"{}")
             op = request.get("op") if isinstance(request, dict) else None

@@ -20,6 +20,7 @@ from convsync.errors import (
     TransientError,
     UntrustedCertificate,
 )
+from tests.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -112,3 +113,26 @@ def test_without_any_runtime_dir_a_private_temp_folder_is_used(tmp_path: Path, m
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(control.tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
     assert control.runtime_dir() == tmp_path / f"convsync-{os.getuid()}"
+
+
+def test_a_silent_client_does_not_hold_up_the_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that connects and never sends its request line is dropped after the read timeout, so the
+    daemon's stop (which joins the request threads) returns."""
+    monkeypatch.setattr(control, "READ_TIMEOUT_SECONDS", 0.5)
+    server = control.ControlServer(tmp_path / "state", _Target())
+    server.start()
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(server.path))
+    wait_until(
+        lambda: any("process_request" in t.name for t in threading.enumerate()),
+        timeout=10,
+        what="the daemon to take the connection",
+    )
+    stopper = threading.Thread(target=server.stop)
+    try:
+        stopper.start()
+        stopper.join(timeout=10)
+        assert not stopper.is_alive()
+    finally:
+        silent.close()
+        stopper.join(timeout=10)
