@@ -168,16 +168,26 @@ class ControlServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        _private_dir(self.path.parent)
-        # The caller holds the state directory's instance lock: a socket left here is a dead daemon's.
-        self.path.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)
+        """Listen; a socket that cannot be made is logged, not fatal: the daemon mirrors without it (the commands
+        then find no daemon)."""
         try:
-            self._server = _Server(self.path, self._target)
-        finally:
-            os.umask(old_umask)
+            _private_dir(self.path.parent)
+            # The caller holds the state directory's instance lock: a socket left here is a dead daemon's.
+            self.path.unlink(missing_ok=True)
+            # No umask change (it is process-wide, and the engine's threads already write files): the folder is
+            # 0700, so nobody else can connect before the chmod.
+            server = _Server(self.path, self._target)
+        except (OSError, ConvsyncError) as exc:
+            log.error(
+                "no control socket (%s: %s): convsync sync, status and reload cannot reach this daemon. "
+                "Fix: set XDG_RUNTIME_DIR to a short private folder of yours",
+                self.path,
+                exc,
+            )
+            return
+        self._server = server
         self.path.chmod(0o600)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="convsync-control")
+        self._thread = threading.Thread(target=server.serve_forever, name="convsync-control")
         self._thread.start()
         log.debug("control socket at %s", self.path)
 

@@ -136,3 +136,22 @@ def test_a_silent_client_does_not_hold_up_the_stop(tmp_path: Path, monkeypatch: 
     finally:
         silent.close()
         stopper.join(timeout=10)
+
+
+def test_a_socket_path_too_long_is_logged_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runtime dir whose socket path exceeds AF_UNIX's limit: start() logs the fix and returns (the daemon
+    mirrors on); a command then finds no daemon (NotRunning), not an OSError reported as a bug."""
+    runtime = tmp_path / ("x" * 120)
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    server = control.ControlServer(tmp_path / "state", _Target())
+    server.start()
+    try:
+        assert "no control socket" in caplog.text
+        assert "XDG_RUNTIME_DIR" in caplog.text
+        with pytest.raises(NotRunning):
+            control.request(tmp_path / "state", "status")
+    finally:
+        server.stop()
