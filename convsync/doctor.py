@@ -31,6 +31,7 @@ from convsync.errors import (
     UntrustedCertificate,
 )
 from convsync.heartbeat import daemon_state
+from convsync.instances import unit_for
 from convsync.lock import holder_pid
 from convsync.logs import redact
 from convsync.trust import trust_warnings
@@ -116,15 +117,15 @@ def run_doctor(config_path: Path | None, *, say: Say = print) -> int:
     _check_root(config, report)
     check_inotify(config.root, report)
     _check_state_dir(paths.state_dir(config.state_dir), report)
-    _check_daemon(paths.state_dir(config.state_dir), report)
+    _check_daemon(paths.state_dir(config.state_dir), report, unit_for(config.config_file, config.profile))
     code = report.exit_code()
     say("All checks passed." if code == Exit.OK else f"Some checks failed (exit status {int(code)}).")
     return code
 
 
-def _check_daemon(state_dir: Path, report: Report) -> None:
+def _check_daemon(state_dir: Path, report: Report, unit: str) -> None:
     """The daemon's heartbeat (``convsync.heartbeat``); the lock's pid covers a daemon too old to beat."""
-    daemon = daemon_state(state_dir)
+    daemon = daemon_state(state_dir, unit=unit)
     if daemon.running:
         report.ok("daemon", daemon.text)
         return

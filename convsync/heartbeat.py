@@ -26,7 +26,6 @@ from convsync.mirror.state import DB_NAME, State, StateError
 HEARTBEAT_FILE = "daemon.json"
 STALE_SECONDS = 30.0  # a heartbeat older than this (six status intervals) means the daemon is stuck
 STOPPED_STATUS = "daemon stopped"
-START_HINT = "start it with `systemctl --user start convsync` (or run `convsync run`)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +96,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def daemon_state(state_dir: Path, *, now: float | None = None) -> DaemonState:
-    """Whether a daemon runs on ``state_dir``, and the line that says so."""
+def start_hint(unit: str = "convsync") -> str:
+    """How to start the daemon of ``unit`` (``convsync.instances.unit_for``)."""
+    return f"start it with `systemctl --user start {unit}` (or run `convsync run`)"
+
+
+def daemon_state(state_dir: Path, *, now: float | None = None, unit: str = "convsync") -> DaemonState:
+    """Whether a daemon runs on ``state_dir``, and the line that says so (its hints name ``unit``)."""
     now = time.time() if now is None else now
+    hint = start_hint(unit)
     beat = read_beat(state_dir)
     if beat is None:
-        return DaemonState(False, f"NOT running (it never ran with this state directory) — {START_HINT}")
+        return DaemonState(False, f"NOT running (it never ran with this state directory) — {hint}")
 
     def state(running: bool, text: str) -> DaemonState:
         return DaemonState(running, text, beat.pid, beat.started, beat.last_contact, beat.last_error, beat.stopped)
 
     if beat.stopped is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(beat.stopped))
-        return state(False, f"NOT running (stopped {when}) — {START_HINT}")
+        return state(False, f"NOT running (stopped {when}) — {hint}")
     if not _alive(beat.pid):
-        return state(False, f"NOT running (pid {beat.pid} ended without stopping cleanly) — {START_HINT}")
+        return state(False, f"NOT running (pid {beat.pid} ended without stopping cleanly) — {hint}")
     if now - beat.beat > STALE_SECONDS:
         return state(
             False,
             f"NOT responding (pid {beat.pid} has not reported for {_ago(now - beat.beat)}) — "
-            "see its log (journalctl --user -u convsync) and restart it (systemctl --user restart convsync)",
+            f"see its log (journalctl --user -u {unit}) and restart it (systemctl --user restart {unit})",
         )
     contact = f"server reached {_ago(now - beat.last_contact)} ago" if beat.last_contact else "server not reached yet"
     return state(True, f"running (pid {beat.pid}, up {_ago(now - beat.started)}, {contact})")

@@ -81,3 +81,17 @@ def remaining() -> list[str]:
         for d in unit_dir.glob("convsync@?*.service.d")
         if (d / DROP_IN_NAME).exists()
     )
+
+
+def unit_for(config: Path | None, profile: str) -> str:
+    """The unit that runs this config and profile, for the hints convsync prints (``systemctl --user start …``):
+    the profile's instance, the instance installed for this config, else ``convsync``."""
+    if config is None:
+        return "convsync"
+    config = config.absolute()
+    name = name_for(config, profile)
+    if name is None:
+        return "convsync"
+    if profile or installed(name) == Instance(name, config, profile).drop_in_text():
+        return f"convsync@{name}"
+    return "convsync"

@@ -19,6 +19,7 @@ from typing import Any
 from convsync.cli import Exit
 from convsync.config import Config
 from convsync.heartbeat import DaemonState, daemon_state
+from convsync.instances import unit_for
 from convsync.mirror.engine import state_path
 from convsync.mirror.folders import ROOT_MARKER
 from convsync.mirror.state import State, StateError
@@ -117,7 +118,7 @@ def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = No
     """Print the report (``live``: the running daemon's answer to ``status``, or None when none runs); exit 3
     (``Exit.DAEMON_NOT_RUNNING``) when no daemon runs for the state directory."""
     report = collect(config)
-    beat = daemon_state(state_path(config).parent)
+    beat = daemon_state(state_path(config).parent, unit=unit_for(config.config_file, config.profile))
     code = Exit.OK if live is not None or beat.running else Exit.DAEMON_NOT_RUNNING
     if as_json:
         print(json.dumps(as_document(config, report, live, beat), indent=2, ensure_ascii=False))
@@ -177,7 +178,7 @@ def as_document(
     config: Config, report: StatusReport | None, live: dict[str, Any] | None, beat: DaemonState | None = None
 ) -> dict[str, Any]:
     """The ``--json`` document (docs/status-json.md)."""
-    beat = beat or daemon_state(state_path(config).parent)
+    beat = beat or daemon_state(state_path(config).parent, unit=unit_for(config.config_file, config.profile))
     daemon: dict[str, Any] = {
         "running": live is not None or beat.running,
         "text": beat.text if live is None else _running_text(live, beat),

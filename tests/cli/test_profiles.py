@@ -255,3 +255,22 @@ def test_a_config_whose_path_is_a_prefix_of_the_first_gets_its_own_instance(tmp_
     assert done.returncode == 0, done.stderr + done.stdout
     assert plain.read_bytes() == before
     assert f"CONVSYNC_CONFIG={first}" in (unit_dir() / "convsync@config.service.d" / "convsync.conf").read_text()
+
+
+def test_status_of_a_profile_names_its_unit(tmp_path: Path, tenants: tuple[EmulatorServer, EmulatorServer]) -> None:
+    """With no daemon, `--profile beta status` says to start convsync@beta, the unit that runs that profile."""
+    config = two_profiles(tmp_path, *tenants)
+    done = convsync("--config", str(config), "--profile", "beta", "status")
+    assert done.returncode == 3, done.stderr
+    assert "start it with `systemctl --user start convsync@beta`" in done.stdout
+
+
+def test_status_of_a_config_installed_as_an_instance_names_that_unit(tmp_path: Path) -> None:
+    """A second config installed as convsync@work2: its status says to start convsync@work2, not convsync."""
+    env = no_systemctl(tmp_path)
+    first, second = tmp_path / "config.yaml", tmp_path / "work2.yaml"
+    for path, tenant in ((first, "one"), (second, "two")):
+        path.write_text(f"server:\n  url: https://example.com/tenants/{tenant}/api/v2\nroot: {tmp_path / tenant}\n")
+        assert convsync("--config", str(path), "service", "install", env=env).returncode == 0
+    assert "`systemctl --user start convsync`" in convsync("--config", str(first), "status").stdout
+    assert "`systemctl --user start convsync@work2`" in convsync("--config", str(second), "status").stdout
