@@ -551,9 +551,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         return Exit.OK
+    except BrokenPipeError as exc:
+        if not _reader_gone():
+            print(_message_for(exc), file=sys.stderr)
+            return exit_code_for(exc)
+        return Exit.OK
     except Exception as exc:
         print(_message_for(exc), file=sys.stderr)
         return exit_code_for(exc)
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader left (``convsync status | head``): nothing failed, and the rest of
+    the output has nowhere to go. Then stdout becomes /dev/null, so the exit's flush does not fail again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -229,3 +230,22 @@ def test_fish_completion_completes_commands(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("service\t")
+
+
+def test_output_into_a_closed_pipe_is_no_bug(tmp_path: Path) -> None:
+    """`convsync man | head -1`: when the reader has gone, convsync stops quietly (exit 0, nothing on stderr),
+    not with "unexpected error (a bug)"."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before convsync writes a byte
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "convsync", "man"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
