@@ -250,4 +250,5 @@ def raise_for(reply: Reply) -> None:
         raise TransientError(message)
     if kind == "config":
         raise ConfigError([message])
-    raise ConvsyncError(message)
+    # An exception the daemon did not expect (exit 1, BUG): say so, as the command would for its own.
+    raise ConvsyncError(f"the daemon failed the request (a bug; please report it, with its log): {message}")

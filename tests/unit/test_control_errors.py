@@ -155,3 +155,12 @@ def test_a_socket_path_too_long_is_logged_not_fatal(
             control.request(tmp_path / "state", "status")
     finally:
         server.stop()
+
+
+def test_an_unexpected_daemon_error_is_reported_as_a_bug() -> None:
+    """A reply of kind `other` (an exception the daemon did not expect) exits 1 and says it is a bug."""
+    with pytest.raises(ConvsyncError) as raised:
+        control.raise_for(control.error_reply(ZeroDivisionError("division by zero")))
+    assert exit_code_for(raised.value) == Exit.BUG
+    assert "a bug" in str(raised.value)
+    assert "division by zero" in str(raised.value)
