@@ -24,6 +24,7 @@ class Positional:
     name: str
     help: str
     choices: tuple[str, ...] = ()
+    is_path: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ def _options(parser: argparse.ArgumentParser) -> tuple[tuple[Option, ...], tuple
         if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
             continue
         choices = tuple(str(c) for c in action.choices) if action.choices else ()
+        is_path = action.type is not None and getattr(action.type, "__name__", "") in ("Path", "PosixPath")
         if action.option_strings:
             takes_value = action.nargs != 0
             metavar = ""
@@ -63,11 +65,11 @@ def _options(parser: argparse.ArgumentParser) -> tuple[tuple[Option, ...], tuple
                     help=action.help or "",
                     metavar=metavar,
                     choices=choices,
-                    is_path=action.type is not None and getattr(action.type, "__name__", "") in ("Path", "PosixPath"),
+                    is_path=is_path,
                 )
             )
         else:
-            positionals.append(Positional(str(action.metavar or action.dest), action.help or "", choices))
+            positionals.append(Positional(str(action.metavar or action.dest), action.help or "", choices, is_path))
     return tuple(options), tuple(positionals)
 
 

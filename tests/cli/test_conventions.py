@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -249,3 +250,37 @@ def test_output_into_a_closed_pipe_is_no_bug(tmp_path: Path) -> None:
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_bash_completion_completes_a_folder_argument_with_spaces(tmp_path: Path) -> None:
+    """`convsync prompt My<TAB>` offers the folder "My chat" as one candidate (a positional path)."""
+    (tmp_path / "My chat").mkdir()
+    script = (
+        f"cd {shlex.quote(str(tmp_path))} && source <({sys.executable} -m convsync completion bash) && "
+        'COMP_WORDS=(convsync prompt My) COMP_CWORD=2 && _convsync && printf "<%s>\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "<My chat>\n"
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (.ci/run installs it)")
+def test_fish_completion_completes_a_folder_argument(tmp_path: Path) -> None:
+    """fish completes `convsync prompt My` to the folder "My chat/"."""
+    (tmp_path / "My chat").mkdir()
+    script = tmp_path / "convsync.fish"
+    script.write_text(convsync("completion", "fish").stdout)
+    done = subprocess.run(
+        [
+            "fish",
+            "--no-config",
+            "-c",
+            f"cd {shlex.quote(str(tmp_path))}; source {script}; complete -C 'convsync prompt My'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["My chat/"]
