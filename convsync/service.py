@@ -229,8 +229,9 @@ def _other_config(plain: Path, config: Path) -> str | None:
     except FileNotFoundError:
         return None
     line = next((ln for ln in text.splitlines() if ln.startswith("ExecStart=")), "")
-    if " --config " not in line:
-        return None
+    if " --config " not in line:  # a unit copied by hand (systemd/convsync.service): the default config
+        default = paths.default_config_file().absolute()
+        return None if config == default else str(default)
     # The whole value, not a prefix: /a/work.yaml is not /a/work.yaml.old.
     other = line.partition(" --config ")[2].strip()
     return None if other == systemd_quote(str(config)) else other

@@ -274,3 +274,19 @@ def test_status_of_a_config_installed_as_an_instance_names_that_unit(tmp_path: P
         assert convsync("--config", str(path), "service", "install", env=env).returncode == 0
     assert "`systemctl --user start convsync`" in convsync("--config", str(first), "status").stdout
     assert "`systemctl --user start convsync@work2`" in convsync("--config", str(second), "status").stdout
+
+
+def test_a_unit_copied_by_hand_is_not_replaced_by_another_config(tmp_path: Path) -> None:
+    """convsync.service copied from systemd/ (no --config: it runs the default config) stays as it is when another
+    config is installed; that config gets its own instance."""
+    env = no_systemctl(tmp_path)
+    plain = unit_dir() / "convsync.service"
+    plain.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "systemd" / "convsync.service", plain)
+    before = plain.read_bytes()
+    other = tmp_path / "work2.yaml"
+    other.write_text(f"server:\n  url: https://example.com/tenants/two/api/v2\nroot: {tmp_path / 'two'}\n")
+    done = convsync("--config", str(other), "service", "install", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert plain.read_bytes() == before
+    assert (unit_dir() / "convsync@work2.service.d" / "convsync.conf").exists()
