@@ -271,7 +271,7 @@ def _nbytes(text: str) -> int:
 
 def _match(tail: str, pos: int, message: Message) -> int | None:
     """Where ``message`` ends if the tail holds it at ``pos`` (its heading may show any minute)."""
-    mark = "" if message.complete else re.escape(INCOMPLETE_MARK)
+    mark = ("" if message.complete else re.escape(INCOMPLETE_MARK)) + "(?: · revised)?"
     found = re.compile(re.escape("## " + _label(message.role)) + _STAMP + mark + r"\n\n").match(tail, pos)
     if found is None:
         return None
@@ -306,10 +306,17 @@ def plan_transcript(
         return _written_anew(shown)
     keep, base = _converted(committed, shown)
     latest = {e.message_id: e.rendered_hash for e in base}
+    digests = {m.message_id: content_hash(m) for m in shown}
     offset = committed[-1].committed_offset if committed else 0
-    # 1. The tail: what was appended live since the last commit (messages streamed, notices).
+    # 1. The tail: what was appended live since the last commit (messages streamed, notices), and revisions
+    # appended by a pass that was killed before it could commit them (else they would be appended again).
     waiting = [m for m in shown if m.message_id not in latest]
-    pos, added = _match_tail(tail, offset, waiting)
+    changed = [m for m in shown if m.message_id in latest and latest[m.message_id] != digests[m.message_id]]
+    candidates = waiting + changed
+    pos, added = _match_tail(tail, offset, candidates)
+    unmatched = {m.message_id for m in candidates}
+    waiting = [m for m in waiting if m.message_id in unmatched]
+    latest.update((e.message_id, e.rendered_hash) for e in added if e.message_id in digests)
     rest = tail[pos:]
     if rest and live:
         return TranscriptPlan(keep, "none", "", (*base[keep:], *added))
@@ -331,7 +338,7 @@ def plan_transcript(
     # 3. New messages and changed ones, in the server's order.
     pending = {m.message_id for m in waiting}
     for m in shown:
-        digest = content_hash(m)
+        digest = digests[m.message_id]
         if m.message_id in pending:
             text = render_message(m, revised=revise is not None and _label(m.role) == revise)
             revise = None
@@ -361,8 +368,8 @@ def _converted(committed: Sequence[TranscriptEntry], shown: Sequence[Message]) -
 
 
 def _match_tail(tail: str, offset: int, waiting: list[Message]) -> tuple[int, list[TranscriptEntry]]:
-    """How far the tail holds notices and messages of ``waiting`` (removed from it as they are found),
-    and the entries for them."""
+    """How far the tail holds notices and messages of ``waiting`` (removed from it as they are found;
+    a message's heading may be marked revised), and the entries for them."""
     pos = 0
     added: list[TranscriptEntry] = []
     while pos < len(tail):

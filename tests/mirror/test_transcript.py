@@ -300,3 +300,13 @@ def test_a_json_tool_result_is_pretty_printed_like_its_arguments() -> None:
     assert 'Result:\n\n```json\n{\n  "rows": [\n    1,\n    2\n  ],\n  "ok": true\n}\n```' in text
     plain = ToolCallPart("b", "lookup", arguments_raw="{}", result="not json")
     assert "Result:\n\n```\nnot json\n```" in render_message(Message("m", "agent", (plain,), T0))
+
+
+def test_a_revision_appended_before_a_crash_is_committed_not_appended_again() -> None:
+    """A revision written but not committed (killed in between) is found in the tail: no second copy, no notice."""
+    rows = committed(user("m1", "old"))
+    revision = render_message(user("m1", "new"), revised=True)
+    size = rows[-1].committed_offset + len(revision.encode())
+    plan = plan_transcript(rows, size, revision, [user("m1", "new")])
+    assert (plan.write, plan.append_text) == ("none", "")
+    assert plan.commit == (TranscriptEntry("m1", content_hash(user("m1", "new")), size),)
