@@ -8,7 +8,8 @@ must not queue behind a thousand polls. Each request belongs to a lane (``Lane``
   completes a reply) reserves the next free slot at once and may use the whole window;
 - ``FIRST_LOOK`` (a conversation never mirrored) and ``BACKGROUND`` (polls, files/frames re-checks) take a slot
   only when it is free *now* and no caller of a higher lane waits, so they never hold a future slot an
-  interactive request could have had; they leave ``INTERACTIVE_RESERVE`` slots of the window to it;
+  interactive request could have had; they leave free ``INTERACTIVE_RESERVE`` slots of the window plus as many
+  as interactive requests used in the last window (a person sending prompts keeps room to send more);
 - ``BACKGROUND`` in addition never holds more than ``background_share`` of the window.
 
 A 429 pauses every lane (``pause``). ``Budget`` is the arithmetic, without threads or clocks, so it is unit
@@ -28,7 +29,7 @@ from contextvars import ContextVar
 
 INTERACTIVE_RESERVE = 2  # a prompt's pre-send read and its POST: kept free of first looks and polls
 DEFAULT_BACKGROUND_SHARE = 0.5
-NOT_FIRST_WAIT = 1.0  # a lower lane behind a higher one looks again at least this often
+WAIT_STEP = 0.1  # a waiting caller looks again at least this often (its lane may have been raised meanwhile)
 
 
 class Lane(enum.IntEnum):
@@ -39,12 +40,13 @@ class Lane(enum.IntEnum):
     BACKGROUND = 2
 
 
-_lane: ContextVar[Lane] = ContextVar("convsync_request_lane", default=Lane.INTERACTIVE)
+_lane: ContextVar[Lane | Callable[[], Lane]] = ContextVar("convsync_request_lane", default=Lane.INTERACTIVE)
 
 
 @contextmanager
-def request_lane(lane: Lane) -> Iterator[None]:
-    """Requests made in this block (in this thread) belong to ``lane``."""
+def request_lane(lane: Lane | Callable[[], Lane]) -> Iterator[None]:
+    """Requests made in this block (in this thread) belong to ``lane``; a callable is asked again while a
+    request waits (a job's lane is raised when a person starts waiting for it)."""
     token = _lane.set(lane)
     try:
         yield
@@ -53,7 +55,8 @@ def request_lane(lane: Lane) -> Iterator[None]:
 
 
 def current_lane() -> Lane:
-    return _lane.get()
+    lane = _lane.get()
+    return lane if isinstance(lane, Lane) else lane()
 
 
 class Budget:
@@ -76,14 +79,21 @@ class Budget:
         # The start times of the last grants (some may lie in the future: interactive reservations).
         self._starts: deque[float] = deque(maxlen=requests)
         self._background: deque[float] = deque(maxlen=self.background_cap)
+        self._interactive: deque[float] = deque(maxlen=requests)
         self.not_before = 0.0
 
     def earliest(self, lane: Lane, now: float) -> float:
         """The earliest time from ``now`` on at which a request of ``lane`` may start."""
         at = max(now, self.not_before)
-        limit = self.requests if lane is Lane.INTERACTIVE else self.requests - self.reserve
-        if len(self._starts) >= limit:
-            at = max(at, self._starts[-limit] + self.per_seconds)
+        if lane is Lane.INTERACTIVE:
+            if len(self._starts) == self.requests:
+                at = max(at, self._starts[0] + self.per_seconds)
+            return at
+        since = now - self.per_seconds
+        window = [t for t in self._starts if t > since]
+        busy = sum(1 for t in self._interactive if t > since)
+        if len(window) >= self.requests - self.reserve - busy:
+            at = max(at, window[0] + self.per_seconds)  # look again once the oldest start leaves the window
         if lane is Lane.BACKGROUND and len(self._background) == self.background_cap:
             at = max(at, self._background[0] + self.per_seconds)
         return at
@@ -93,6 +103,8 @@ class Budget:
         self._starts.append(at)
         if lane is Lane.BACKGROUND:
             self._background.append(at)
+        elif lane is Lane.INTERACTIVE:
+            self._interactive.append(at)
 
     def pause_until(self, at: float) -> None:
         self.not_before = max(self.not_before, at)
@@ -134,34 +146,49 @@ class SlidingWindowLimiter:
     def acquire(self, lane: Lane | None = None) -> float:
         """Block until a request of ``lane`` (default: the caller's ``request_lane``) may start; return the
         seconds waited."""
-        lane = current_lane() if lane is None else lane
-        if lane is Lane.INTERACTIVE:
-            wait = self.reserve()
-            if wait > 0:
-                self._sleep(wait)
-            return wait
-        return self._acquire_when_free(lane)
+        fixed = lane
+        lane = current_lane() if fixed is None else fixed
+        waited = 0.0
+        if lane is not Lane.INTERACTIVE:
+            start = lane
+            waited, lane = self._acquire_when_free(start, current_lane if fixed is None else (lambda: start))
+            if lane is not Lane.INTERACTIVE:
+                return waited
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+        return waited + wait
 
-    def _acquire_when_free(self, lane: Lane) -> float:
+    def _acquire_when_free(self, lane: Lane, lane_now: Callable[[], Lane]) -> tuple[float, Lane]:
+        """Wait for a free slot in ``lane``; returns (seconds waited, lane), or as soon as ``lane_now`` says
+        the request became interactive (it then reserves its slot like any interactive request)."""
         ticket = object()
         with self._cond:
             began = now = self._clock()
-            queue = self._waiting[lane]
-            queue.append(ticket)
+            self._waiting[lane].append(ticket)
             try:
                 while True:
+                    raised = lane_now()
+                    if raised < lane:
+                        self._waiting[lane].remove(ticket)
+                        lane = raised
+                        if lane is Lane.INTERACTIVE:
+                            return now - began, lane
+                        self._waiting[lane].append(ticket)
+                    queue = self._waiting[lane]
                     first = queue[0] is ticket and not any(self._waiting[h] for h in Lane if h < lane)
                     if first:
                         at = self._budget.earliest(lane, now)
                         if at <= now:
                             self._budget.grant(lane, now)
-                            return now - began
-                        self._cond.wait(at - now)
+                            return now - began, lane
+                        self._cond.wait(min(at - now, WAIT_STEP))
                     else:
-                        self._cond.wait(NOT_FIRST_WAIT)
+                        self._cond.wait(WAIT_STEP)
                     now = self._clock()
             finally:
-                queue.remove(ticket)
+                if ticket in self._waiting[lane]:
+                    self._waiting[lane].remove(ticket)
                 self._cond.notify_all()  # the next of this lane, or a lower lane, may go now
 
     def pause(self, seconds: float) -> None:

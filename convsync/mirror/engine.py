@@ -411,7 +411,7 @@ class Engine:
         while (taken := self._sched.take(self._stopping.is_set)) is not None:
             job, lane = taken
             try:
-                with request_lane(lane):
+                with request_lane(partial(self._sched.lane_of, job)):  # raised if a person comes to wait
                     self._run_job(job, lane)
             except Exception as exc:
                 log.exception("job %s failed", job)

@@ -92,6 +92,7 @@ class Scheduler:
         self._queues: dict[Lane, deque[Job]] = {lane: deque() for lane in Lane}
         self._queued: dict[Job, Lane] = {}
         self._busy: set[Job] = set()
+        self._running: dict[Job, Lane] = {}  # the lane of each running job, raised by a more urgent reason
         self._timers: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
         self._background_open = False
@@ -106,6 +107,7 @@ class Scheduler:
             now = self.clock()
             at = now + delay
             self._lanes[job] = min(self._lanes.get(job, lane), lane)
+            self._raise(job, lane)
             if debounce:
                 first = self._first_hint.setdefault(job, now)
                 self._due[job] = min(at, first + delay * DEBOUNCE_CAP) if job in self._due else at
@@ -118,6 +120,7 @@ class Scheduler:
         with self.lock:
             self._due.setdefault(job, at)
             self._lanes[job] = min(self._lanes.get(job, lane), lane)
+            self._raise(job, lane)
             self.changed.notify_all()
 
     def run_now(self, job: Job, lane: Lane = Lane.INTERACTIVE) -> None:
@@ -165,6 +168,7 @@ class Scheduler:
                     del self._queued[job]
                     if job not in self._busy:
                         self._busy.add(job)
+                        self._running[job] = lane
                         return job, lane
                     self.due_at(job, self.clock(), lane)  # claimed meanwhile: after the claim
             return None
@@ -187,6 +191,7 @@ class Scheduler:
         """A worker finished ``job`` (or a claim ends)."""
         with self.lock:
             self._busy.discard(job)
+            self._running.pop(job, None)
             self.changed.notify_all()
 
     def claim(self, job: Job, *, wait: bool, stopping: Callable[[], bool] = lambda: False) -> bool:
@@ -199,6 +204,18 @@ class Scheduler:
                 self.changed.wait(TICK)
             self._busy.add(job)
             return True
+
+    def lane_of(self, job: Job) -> Lane:
+        """The lane a running job's requests go in now: raised while it runs when a more urgent reason for it
+        comes (a save in a conversation being polled), so the person does not wait for its background
+        requests."""
+        with self.lock:
+            return self._running.get(job, Lane.INTERACTIVE)
+
+    def _raise(self, job: Job, lane: Lane) -> None:
+        running = self._running.get(job)
+        if running is not None and lane < running:
+            self._running[job] = lane
 
     def busy(self, job: Job) -> bool:
         with self.lock:

@@ -135,6 +135,18 @@ def test_first_looks_leave_the_interactive_reserve_free() -> None:
     assert budget.earliest(Lane.INTERACTIVE, 5.0) == 5.0
 
 
+def test_first_looks_leave_interactive_requests_room_for_as_many_again() -> None:
+    """After 10 interactive requests, first looks stop 12 slots short of the window: the reserve plus 10."""
+    budget = Budget(30, 10.0)
+    for _ in range(10):
+        budget.grant(Lane.INTERACTIVE, 0.0)
+    for _ in range(30 - INTERACTIVE_RESERVE - 20):
+        assert budget.earliest(Lane.FIRST_LOOK, 1.0) == 1.0
+        budget.grant(Lane.FIRST_LOOK, 1.0)
+    assert budget.earliest(Lane.FIRST_LOOK, 1.0) == pytest.approx(10.0)
+    assert budget.earliest(Lane.INTERACTIVE, 1.0) == 1.0
+
+
 def test_the_background_share_is_configurable() -> None:
     """A share of 0.2 lets 6 background requests of 30 start in one window."""
     budget = Budget(30, 10.0, background_share=0.2)
@@ -212,3 +224,23 @@ def test_a_waiting_first_look_goes_before_a_waiting_background_request() -> None
     for t in (background, first):
         t.join(5.0)
     assert order == ["first look", "background"]
+
+
+def test_a_waiting_request_whose_lane_is_raised_goes_at_once() -> None:
+    """A background request waiting over its cap starts as soon as its lane becomes interactive."""
+    limiter = SlidingWindowLimiter(4, 30.0)  # background cap 2
+    for _ in range(2):
+        limiter.acquire(Lane.BACKGROUND)
+    lane = [Lane.BACKGROUND]
+    waited: list[float] = []
+
+    def request() -> None:
+        with request_lane(lambda: lane[0]):
+            waited.append(limiter.acquire())
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    wait_until(lambda: bool(limiter._waiting[Lane.BACKGROUND]), timeout=5.0)
+    lane[0] = Lane.INTERACTIVE
+    thread.join(5.0)
+    assert not thread.is_alive() and waited and waited[0] < 5.0

@@ -130,3 +130,15 @@ def test_timers_come_due_in_order() -> None:
     sched.add_timer(Timer(102.0, TimerKind.POLL, "a"))
     assert sched.due_timers(101.0) == []
     assert [t.conversation_id for t in sched.due_timers(110.0)] == ["a", "b"]
+
+
+def test_a_running_jobs_lane_is_raised_by_a_more_urgent_reason() -> None:
+    """A save for a conversation whose poll runs makes that poll's remaining requests interactive."""
+    sched, clock = scheduler()
+    job = ConversationJob("c")
+    sched.schedule(job, lane=Lane.BACKGROUND)
+    sched.dispatch(clock.now)
+    assert sched.next_job() == (job, Lane.BACKGROUND)
+    assert sched.lane_of(job) is Lane.BACKGROUND
+    sched.schedule(job, 0.1, debounce=True)
+    assert sched.lane_of(job) is Lane.INTERACTIVE
