@@ -91,13 +91,22 @@ def _describe(exc: BaseException) -> str:
             f"convsync: the server refused the API key: {_one_line(exc)}\n"
             "  fix: put a current key for this tenant where the config's server.api_key_env/api_key_file/"
             "api_key_command points (a new key comes from the web UI), check it with `convsync doctor`, then start "
-            "convsync again (as a service: systemctl --user restart convsync)"
+            f"convsync again (as a service: systemctl --user restart {_unit()})"
         )
     if isinstance(exc, errors.ApiError):
         return f"convsync: the Agent API failed: {_one_line(exc)}"
     if isinstance(exc, errors.ConvsyncError):
         return f"convsync: {exc}"
     return f"convsync: unexpected error (a bug; please report it): {type(exc).__name__}: {exc}"
+
+
+def _unit() -> str:
+    """The unit of this config and profile, as the environment names them (an instance's drop-in sets both)."""
+    import os
+
+    from convsync.instances import unit_for
+
+    return unit_for(paths.config_file(None), os.environ.get("CONVSYNC_PROFILE", "").strip())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from convsync.config import Config, load_config
 from convsync.control import PASS_TIMEOUT_SECONDS, ControlServer, Progress, Reply, error_reply
 from convsync.errors import ApiError, AuthError, ConfigError, ConvsyncError, TransientError, UntrustedCertificate
 from convsync.heartbeat import STOPPED_STATUS, Heartbeat, mark_folders_stopped
+from convsync.instances import unit_for
 from convsync.lock import InstanceLock, RootLock
 from convsync.logs import set_level
 from convsync.mirror.engine import Engine
@@ -235,7 +236,7 @@ class Daemon:
                 raise ConfigError(
                     [
                         "state_dir: cannot change while convsync runs. Fix: restart it "
-                        "(systemctl --user restart convsync)"
+                        f"(systemctl --user restart {unit_for(self.config.config_file, self.config.profile)})"
                     ]
                 )
             engine.reload(new)

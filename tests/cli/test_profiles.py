@@ -290,3 +290,13 @@ def test_a_unit_copied_by_hand_is_not_replaced_by_another_config(tmp_path: Path)
     assert done.returncode == 0, done.stderr + done.stdout
     assert plain.read_bytes() == before
     assert (unit_dir() / "convsync@work2.service.d" / "convsync.conf").exists()
+
+
+def test_a_refused_key_of_a_profile_names_its_unit(
+    tmp_path: Path, tenants: tuple[EmulatorServer, EmulatorServer]
+) -> None:
+    """`run` of profile beta with a wrong key exits 77; the fix names convsync@beta, the unit to restart."""
+    config = two_profiles(tmp_path, *tenants)
+    done = convsync("--config", str(config), "--profile", "beta", "run", env={"BETA_KEY": "s4w_wrong"}, timeout=60)
+    assert done.returncode == 77, done.stderr
+    assert "systemctl --user restart convsync@beta)" in done.stderr
