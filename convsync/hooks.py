@@ -11,9 +11,11 @@ The API key is not in its environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -89,7 +91,12 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> None:
     name = command[0]
     try:
         proc = subprocess.Popen(  # the user's configured command, no shell
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, so that the time limit ends its children too
         )
     except OSError as exc:
         log.warning("on_reply: cannot run %s: %s (fix: check the on_reply command in the config)", name, exc)
@@ -97,7 +104,10 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> None:
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        # The whole group: a child left in the background holds the output pipe, and reading it to its end
+        # would wait for that child however long it lives.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         log.warning("on_reply: %s did not finish within %.0f s and was killed", name, timeout)
         return

@@ -45,6 +45,17 @@ def test_a_hung_hook_is_killed_after_its_time_and_logged(caplog: pytest.LogCaptu
     assert "did not finish within 0 s and was killed" in caplog.text or "was killed" in caplog.text
 
 
+def test_a_hook_whose_child_keeps_its_output_open_is_killed_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A hook that leaves a background child holding its output is ended at the time limit, child included."""
+    caplog.set_level(logging.WARNING, logger="convsync.hooks")
+    child = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    thread = run_on_reply([sys.executable, "-c", child + "; import time; time.sleep(60)"], DONE, timeout=0.5)
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "was killed" in caplog.text
+
+
 def test_a_failing_hook_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     """A hook exiting non-zero leaves a warning with its status and output."""
     caplog.set_level(logging.WARNING, logger="convsync.hooks")
