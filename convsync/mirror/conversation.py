@@ -680,11 +680,13 @@ class Reconcile:
             close = getattr(events, "close", None)
             if close is not None:
                 close()  # before the end: the server sees the client go and cancels the run
-        return self._stream_ended(tail, failed, fault)
+        return self._stream_ended(entry, tail, failed, fault)
 
-    def _stream_ended(self, tail: LiveTail, failed: str | None, fault: OSError | None) -> bool:
+    def _stream_ended(self, entry: OutboxEntry, tail: LiveTail, failed: str | None, fault: OSError | None) -> bool:
         """A cancel is carried out, the run's outcome recorded, a write fault of the live tail raised."""
         if cancel.requested(self.folder):
+            if not self._prompt_started:
+                self._delivered_before_cancel(entry)
             self._cancel(tail)
             self._cancelled = True
             failed = None
@@ -693,6 +695,17 @@ class Reconcile:
             self.rt.live_until = 0.0  # the live tail is torn: the transcript follows the server once writable
             raise fault
         return True
+
+    def _delivered_before_cancel(self, entry: OutboxEntry) -> None:
+        """A cancel that came before the server's confirmation: the server may have stored the prompt all the
+        same (it answered, its first event was still on the way). Such a prompt was sent, not taken back."""
+        try:
+            messages = self._get_messages()
+        except ApiError:
+            return  # not known: it is taken back with the queue, and the transcript shows it if it was stored
+        if _delivered(entry, messages):
+            self.ctx.state.mark_done(entry.seq)
+            self._prompt_started = self._sent = True
 
     def _cancel(self, tail: LiveTail | None) -> None:
         """``cancel`` was created: the reply (if ``tail``: it was streaming) is stopped, queued prompts taken back."""

@@ -82,3 +82,20 @@ def test_cancel_stops_a_silent_reply_at_the_next_keep_alive(mirror: Mirror) -> N
     wait_until(lambda: not (folder / "cancel").exists(), 3, what="the cancel within a few pings (next words: 5 s)")
     assert "Part 2 of 3" not in transcript.read_text()
     assert "> You cancelled the reply above; it was stopped.\n" in transcript.read_text()
+
+
+def test_a_cancel_before_the_server_confirms_the_prompt_keeps_a_prompt_it_stored(mirror: Mirror) -> None:
+    """A prompt the server stored before the cancel came is on the server: not taken back as 'not sent'."""
+    folder, cid = chat(mirror, "Early")
+    mirror.emu.set_faults([FaultRule(method="POST", path=r"/stream$", bytes_per_second=20)])
+    (folder / "prompt.txt").write_text("hello")
+    wait_until(lambda: mirror.emu.user_messages(cid) == ["hello"], 15, what="the server to store the prompt")
+    (folder / "cancel").touch()
+    wait_until(lambda: not (folder / "cancel").exists(), 10, what="the cancel to be carried out")
+    mirror.emu.clear_faults()
+    mirror.wait_idle(folder)
+    assert list(folder.glob("prompt.cancelled-*.txt")) == []
+    text = (folder / "transcript.md").read_text()
+    assert "taken back" not in text
+    assert text.count("\nhello\n") == 1
+    assert mirror.emu.user_messages(cid) == ["hello"]
