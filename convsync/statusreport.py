@@ -22,7 +22,7 @@ from convsync.heartbeat import DaemonState, daemon_state
 from convsync.instances import unit_for
 from convsync.mirror.engine import state_path
 from convsync.mirror.folders import ROOT_MARKER
-from convsync.mirror.state import State, StateError
+from convsync.mirror.state import State, StateMissing
 from convsync.printable import printable
 from convsync.trust import trust_warnings
 
@@ -70,10 +70,9 @@ def collect(config: Config) -> StatusReport | None:
     root_ok = (config.root / ROOT_MARKER).is_file()
     try:
         state = State(path, readonly=True)
-    except StateError:
-        if path.exists():
-            raise  # corrupt or newer: the caller says so (exit 65) instead of "nothing mirrored yet"
+    except StateMissing:  # not yet, or a daemon is making it this moment
         return None
+    # Any other StateError (corrupt or newer) goes to the caller: exit 65, not "nothing mirrored yet".
     try:
         agents = {a.id: a.folder for a in state.agents()}
         uploads: dict[str, list[Transfer]] = {}

@@ -127,6 +127,10 @@ class StateError(StateUnusable):
     """The state database is unusable (newer schema than this convsync, or corrupt)."""
 
 
+class StateMissing(StateError):
+    """Read-only: there is no state yet (no file, or a daemon has just made it and not yet its tables)."""
+
+
 def _unusable(path: Path, why: str) -> StateError:
     return StateError(
         f"the state database {path} {why}; fix: run `convsync repair`, which keeps it aside and rebuilds the state "
@@ -263,9 +267,9 @@ class State:
                 self._migrate()
                 self._check_integrity()
             elif not path.exists():
-                raise StateError(f"no state database at {path}")
-            else:
-                self._check_version(self._conn())
+                raise StateMissing(f"no state database at {path}")
+            elif self._check_version(self._conn()) == 0:  # the schema comes in one commit with user_version=1
+                raise StateMissing(f"the state database at {path} has no tables yet")
         except sqlite3.DatabaseError as exc:
             self.close()
             raise _unusable(path, f"is corrupt ({exc})") from exc

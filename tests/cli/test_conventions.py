@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from importlib.metadata import version
@@ -15,6 +16,7 @@ import pytest
 from convsync.cli import build_parser
 from convsync.emulator import EmulatorServer
 from convsync.mirror.folders import init_root
+from convsync.mirror.state import DB_NAME
 from tests.cli.conftest import KEY_ENV, convsync, write_config
 
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
@@ -284,3 +286,18 @@ def test_fish_completion_completes_a_folder_argument(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["My chat/"]
+
+
+def test_status_while_a_daemon_makes_its_state_database(tmp_path: Path, emulator: EmulatorServer) -> None:
+    """`status` that meets the state database a starting daemon has created but not yet given its tables says
+    "no state yet" (exit 3), not "unexpected error (a bug)"."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    init_root(root)
+    config = write_config(tmp_path / "config.yaml", emulator.base_url, root, state)
+    state.mkdir()
+    fresh = sqlite3.connect(state / DB_NAME)
+    fresh.execute("PRAGMA journal_mode=WAL")  # what State does first, before the schema's commit
+    fresh.close()
+    done = convsync("status", "--config", str(config))
+    assert done.returncode == 3, done.stderr
+    assert "no state yet" in done.stdout
