@@ -242,10 +242,8 @@ class Daemon:
             engine.reload(new)
         except ConvsyncError as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            log.error(
-                "reload failed; still running with the previous configuration:\n%s",
-                "\n".join(f"  - {p}" for p in problems),
-            )
+            # One line (the log escapes a line break, so a list would read "\n  - …" in the journal).
+            log.error("reload failed; still running with the previous configuration: %s", "; ".join(problems))
             self.notifier.status(f"reload failed, running with the previous configuration: {problems[0]}")
             self._reloaded(problems[0])
         else:

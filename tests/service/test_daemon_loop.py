@@ -192,6 +192,24 @@ def test_reload_with_a_broken_config_keeps_the_old_one(
     running.stop()
 
 
+def test_a_failed_reload_is_one_log_line(
+    start: Starter, notify_socket: NotifyListener, config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reload failure is logged as one line naming every problem (the log would escape a line break)."""
+    running = start()
+    notify_socket.wait_for("READY=1")
+    config_file.write_text(config_file.read_text() + "log_level: loud\non_local_delete: shred\n")
+
+    running.daemon.request_reload()
+
+    notify_socket.wait_for("READY=1", times=2)
+    [failed] = [r.getMessage() for r in caplog.records if "reload failed" in r.getMessage()]
+    assert "\n" not in failed
+    assert "log_level" in failed
+    assert "on_local_delete" in failed
+    running.stop()
+
+
 def test_reload_cannot_move_the_state_dir(
     start: Starter, notify_socket: NotifyListener, config_file: Path, tmp_path: Path
 ) -> None:
