@@ -109,7 +109,8 @@ def add_profile(
         return Exit.USAGE
     mode = stat.S_IMODE(file.stat().st_mode) if text else 0o600
     paths.ensure_private_dir(file.parent)
-    paths.write_atomically(file, new_text.encode(), mode)
+    # Into the file a symlink points at (dotfiles): replacing the link would cut the config off from its repository.
+    paths.write_atomically(file.resolve() if text else file, new_text.encode(), mode)
     say(f"Added the profile {name} to {file} (the rest of the file is unchanged).")
     create_root(root_dir, say)
     where = f" --config {shlex.quote(str(file))}" if config_path is not None else ""

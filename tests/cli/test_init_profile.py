@@ -101,3 +101,26 @@ def test_an_existing_profile_name_is_refused(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "already has a profile 'work'" in again.stderr
     assert config.read_text() == before
+
+
+def test_a_symlinked_config_gets_the_profile_in_its_target(tmp_path: Path) -> None:
+    """A config that is a symlink (dotfiles) stays a symlink; the profile lands in the file it points at."""
+    target = tmp_path / "dotfiles" / "convsync.yaml"
+    target.parent.mkdir()
+    target.write_text(HAND_EDITED.format(root=tmp_path / "home"))
+    link = tmp_path / "config.yaml"
+    link.symlink_to(target)
+    done = convsync(
+        "--config",
+        str(link),
+        "init",
+        "--profile",
+        "work",
+        "--url",
+        "https://example.com/tenants/work/api/v2",
+        "--root",
+        str(tmp_path / "work"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert "  work:\n" in target.read_text()
