@@ -109,7 +109,7 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        log.warning("on_reply: %s did not finish within %.0f s and was killed", name, timeout)
+        log.warning("on_reply: %s did not finish within %g s and was killed", name, timeout)
         return
     text = output[:_OUTPUT_LIMIT].decode("utf-8", "replace").strip()
     if proc.returncode != 0:

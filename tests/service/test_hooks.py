@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,12 +36,11 @@ def test_the_hook_environment_has_the_reply_and_not_the_key(monkeypatch: pytest.
 def test_a_hung_hook_is_killed_after_its_time_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     """A hook that never ends is killed at the time limit; the caller never waited for it."""
     caplog.set_level(logging.WARNING, logger="convsync.hooks")
-    started = time.monotonic()
     thread = run_on_reply([sys.executable, "-c", "import time; time.sleep(60)"], DONE, timeout=0.5)
-    assert thread is not None and time.monotonic() - started < 0.5  # started, not waited for
+    assert thread is not None and thread.is_alive()  # started, not waited for (it ends only when killed)
     thread.join(10)
     assert not thread.is_alive()
-    assert "did not finish within 0 s and was killed" in caplog.text or "was killed" in caplog.text
+    assert "did not finish within 0.5 s and was killed" in caplog.text
 
 
 def test_a_hook_whose_child_keeps_its_output_open_is_killed_with_it(caplog: pytest.LogCaptureFixture) -> None:
