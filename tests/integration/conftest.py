@@ -84,6 +84,15 @@ class Mirror:
         )
 
 
+def chat(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
+    """A conversation made with ``mkdir`` under the agent's folder: (its folder, its id), once it is idle."""
+    folder = mirror.agent_dir / name
+    folder.mkdir()
+    cid = mirror.bound(folder)
+    mirror.wait_idle(folder)
+    return folder, cid
+
+
 def remove_folder(folder: Path, timeout: float = 10) -> None:
     """``rm -r`` as a user would, again if it raced with a file convsync was writing into the folder.
 

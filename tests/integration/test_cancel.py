@@ -8,16 +8,8 @@ import sys
 from pathlib import Path
 
 from convsync.emulator import FaultRule
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, chat
 from tests.waiting import wait_until
-
-
-def chat(mirror: Mirror, name: str) -> tuple[Path, str]:
-    folder = mirror.agent_dir / name
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 def test_cancel_stops_the_reply_and_takes_back_the_queued_prompt(mirror: Mirror) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, chat
 from tests.tmux import Tmux
 from tests.waiting import wait_until
 
@@ -83,14 +83,6 @@ def terminals() -> Iterator[list[Tmux]]:
     yield opened
     for t in opened:
         t.close()
-
-
-def chat(mirror: Mirror, name: str) -> tuple[Path, str]:
-    folder = mirror.agent_dir / name
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 @pytest.mark.parametrize("editor", EDITORS, ids=[e.name for e in EDITORS])

@@ -5,22 +5,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from convsync.emulator import FaultRule
 from convsync.mirror.scheduler import AgentJob, Job
 from convsync.statusreport import collect
-from tests.integration.conftest import Mirror, remove_folder
+from tests.integration.conftest import Mirror, chat, remove_folder
 from tests.waiting import wait_until
-
-
-def chat(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
-    folder = mirror.agent_dir / name
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 def test_stop_joins_every_thread(mirror: Mirror) -> None:

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from convsync.statusreport import collect
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, chat
 from tests.waiting import wait_until
-
-
-def chat(mirror: Mirror, name: str) -> tuple[Path, str]:
-    folder = mirror.agent_dir / name
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 def entry(mirror: Mirror, cid: str) -> dict[str, object]:

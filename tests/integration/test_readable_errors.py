@@ -5,21 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from convsync.emulator import FaultRule
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, chat
 from tests.waiting import wait_until
-
-
-def chat(mirror: Mirror) -> tuple[Path, str]:
-    folder = mirror.agent_dir / "Chat"
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 def failing_sends(mirror: Mirror) -> None:

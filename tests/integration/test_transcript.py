@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from convsync.api.models import Message
 from convsync.mirror.transcript import INTERRUPTED, render_body
-from tests.integration.conftest import Mirror
+from tests.integration.conftest import Mirror, chat
 from tests.waiting import wait_until
-
-
-def chat(mirror: Mirror, name: str = "Chat") -> tuple[Path, str]:
-    folder = mirror.agent_dir / name
-    folder.mkdir()
-    cid = mirror.bound(folder)
-    mirror.wait_idle(folder)
-    return folder, cid
 
 
 def test_a_reader_sees_the_reply_grow_before_it_ends(mirror: Mirror) -> None:
