@@ -314,6 +314,11 @@ def plan_transcript(
     changed = [m for m in shown if m.message_id in latest and latest[m.message_id] != digests[m.message_id]]
     candidates = waiting + changed
     pos, added = _match_tail(tail, offset, candidates)
+    if pos < len(tail) and not live:
+        resumed = _after_closed_orphan(tail, pos, offset, candidates)
+        if resumed is not None:
+            pos, more = resumed
+            added += more
     unmatched = {m.message_id for m in candidates}
     waiting = [m for m in waiting if m.message_id in unmatched]
     latest.update((e.message_id, e.rendered_hash) for e in added if e.message_id in digests)
@@ -390,6 +395,28 @@ def _match_tail(tail: str, offset: int, waiting: list[Message]) -> tuple[int, li
         pos = end
         added.append(TranscriptEntry(entry_id, entry_hash, offset + _nbytes(tail[:pos])))
     return pos, added
+
+
+_BLOCK_START = re.compile(r"(?<=\n\n)## ")
+
+
+def _after_closed_orphan(
+    tail: str, pos: int, offset: int, candidates: list[Message]
+) -> tuple[int, list[TranscriptEntry]] | None:
+    """A cut piece at ``pos`` that a pass killed before its commit had already closed and followed with what it
+    appended (a notice, the server's version): the end of the tail and the entries (the piece an orphan), so
+    that it is committed, not closed and appended a second time. ``None`` unless the rest matches to the end."""
+    for start in _BLOCK_START.finditer(tail, pos + 1):
+        at = start.start()
+        if closer(tail[pos:at]):
+            continue  # still inside a fence or HTML block of the cut piece
+        trial = list(candidates)
+        at_offset = offset + _nbytes(tail[:at])
+        end, added = _match_tail(tail[at:], at_offset, trial)
+        if added and at + end == len(tail):
+            candidates[:] = trial
+            return len(tail), [TranscriptEntry(ORPHAN_ID, "", at_offset), *added]
+    return None
 
 
 def _written_anew(shown: Sequence[Message]) -> TranscriptPlan:

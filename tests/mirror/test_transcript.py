@@ -310,3 +310,14 @@ def test_a_revision_appended_before_a_crash_is_committed_not_appended_again() ->
     plan = plan_transcript(rows, size, revision, [user("m1", "new")])
     assert (plan.write, plan.append_text) == ("none", "")
     assert plan.commit == (TranscriptEntry("m1", content_hash(user("m1", "new")), size),)
+
+
+def test_a_cut_reply_closed_and_revised_before_a_crash_is_committed_not_closed_again() -> None:
+    """The close and revision of a cut reply, written but not committed (killed in between), are not written twice."""
+    m1, m2 = user("m1", "a"), agent("m2", "the whole answer")
+    cut = render_message(m1) + "## Agent · 2025-06-23 15:05 UTC\n\n<details><summary>Thought</summary>\n\nThin"
+    first = plan_transcript([], len(cut.encode()), cut, [m1, m2])
+    written = cut + first.append_text
+    again = plan_transcript([], len(written.encode()), written, [m1, m2])
+    assert (again.write, again.append_text) == ("none", "")
+    assert again.commit == first.commit
