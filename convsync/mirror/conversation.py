@@ -431,7 +431,7 @@ class Reconcile:
 
         def store(taken: Taken) -> None:
             now = time.time()
-            new = resend.new_part(taken.text, self.rt.last_save or self._last_queued(), now)
+            new = resend.new_part(taken.text, self._previous_prompt(), now)
             state.enqueue(self.cid, "prompt", new or taken.text, taken.sha256, taken_from=taken.identity)
             self._pending = None
             self.rt.last_save = resend.PreviousSave(taken.text, now)
@@ -455,9 +455,15 @@ class Reconcile:
                 f"save the prompt as UTF-8 text into prompt.txt; the bytes are kept in {exc.kept_as.name}",
             )
 
-    def _last_queued(self) -> resend.PreviousSave | None:
-        """The last prompt queued, when this process has not taken one yet (after a restart)."""
+    def _previous_prompt(self) -> resend.PreviousSave | None:
+        """The previous prompt for the resend protection: the last one taken (after a restart: the last one
+        queued), unless the server refused it or a cancel took it back. A prompt never sent cannot be sent
+        twice, and a save holding it with more below is the person's new version of it."""
         last = self.ctx.state.last_prompt(self.cid)
+        if last is not None and last.state == "failed":
+            return None
+        if self.rt.last_save is not None:
+            return self.rt.last_save
         return resend.PreviousSave(last.payload, last.created_at) if last is not None else None
 
     # --- 3. the outbox --------------------------------------------------------------------------------------
