@@ -487,7 +487,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from convsync.config import load_config
 
     # Read-only commands read local state only: they need no API key (nor does `sync` that a daemon runs).
-    config = load_config(args.config, require_key=args.command == "run")
+    config = load_config(args.config, read_key=args.command == "run")
     setup_logging(verbosity=args.verbose - args.quiet, level=config.log_level)
     logging.getLogger(__name__).debug(
         "convsync %s %s: config %s, key from the %s",

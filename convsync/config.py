@@ -990,13 +990,17 @@ def _where_from(explicit: Path | None) -> str:
     return "the default location"
 
 
-def load_config(path: Path | None = None, *, require_key: bool = True, profile: str | None = None) -> Config:
+def load_config(
+    path: Path | None = None, *, require_key: bool = True, read_key: bool = True, profile: str | None = None
+) -> Config:
     """Read and validate the config (``path``, else ``$CONVSYNC_CONFIG``, else the user config dir).
 
     Raises ``ConfigError`` listing every problem found, each with its key, line and fix. With
     ``require_key=False`` (commands that read local state only) a key that cannot be read is no error: the
     config comes back with an empty ``api_key`` and the reason in ``api_key_problem``. ``profile`` (else
-    ``$CONVSYNC_PROFILE``) chooses one of the file's ``profiles:``.
+    ``$CONVSYNC_PROFILE``) chooses one of the file's ``profiles:``. ``read_key=False`` (commands that never
+    send a request: ``status``, ``reload``) does not even look for the key, so an ``api_key_command`` (``pass``, a
+    pinentry prompt) is not run for nothing.
     """
     file = paths.config_file(path)
     try:
@@ -1016,16 +1020,18 @@ def load_config(path: Path | None = None, *, require_key: bool = True, profile: 
             ]
         ) from None
     chosen = profile if profile is not None else os.environ.get(PROFILE_ENV, "").strip()
-    return parse_config(text, source=file, require_key=require_key, profile=chosen)
+    return parse_config(text, source=file, require_key=require_key and read_key, read_key=read_key, profile=chosen)
 
 
-def parse_config(text: str, source: Path, *, require_key: bool = True, profile: str = "") -> Config:
+def parse_config(
+    text: str, source: Path, *, require_key: bool = True, read_key: bool = True, profile: str = ""
+) -> Config:
     """Validate config ``text`` (read from ``source``, which anchors relative paths and names the file)."""
     reader = _Reader(source.expanduser().absolute())
     settings = _parse(reader, text, profile)
     key_reader = reader if require_key else _Reader(reader.source)
     # With auth: none there is no key to read (a key source the file names anyway is not used).
-    resolved = ("", "") if settings.auth == "none" else _resolve_key(key_reader, settings.key_source)
+    resolved = ("", "") if settings.auth == "none" or not read_key else _resolve_key(key_reader, settings.key_source)
     problems = reader.problems
     if problems or (resolved is None and require_key) or settings.url is None:
         if key_reader is not reader:

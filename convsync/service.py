@@ -217,7 +217,7 @@ def install(config_path: Path | None, start: bool, *, profile: str = "", say: Sa
 def _chosen_profile(config: Path) -> str:
     """The profile a command would use with this config ($CONVSYNC_PROFILE, else the config's own rule)."""
     try:
-        return load_config(config, require_key=False).profile
+        return load_config(config, read_key=False).profile
     except ConfigError:
         return os.environ.get(PROFILE_ENV, "").strip()
 

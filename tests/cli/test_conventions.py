@@ -301,3 +301,22 @@ def test_status_while_a_daemon_makes_its_state_database(tmp_path: Path, emulator
     done = convsync("status", "--config", str(config))
     assert done.returncode == 3, done.stderr
     assert "no state yet" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "reload"])
+def test_a_command_that_sends_no_request_does_not_run_the_key_command(
+    tmp_path: Path, emulator: EmulatorServer, command: str
+) -> None:
+    """`status` and `reload` never run server.api_key_command (a `pass` or pinentry prompt for nothing)."""
+    marker = tmp_path / "key-command-ran"
+    root = tmp_path / "root"
+    init_root(root)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"server:\n  url: {emulator.base_url}\n"
+        f"  api_key_command: \"sh -c 'touch {marker}; echo {emulator.api_key}'\"\n"
+        f"root: {root}\nstate_dir: {tmp_path / 'state'}\n"
+    )
+    done = convsync(command, "--config", str(config))
+    assert done.returncode in (3, 75), done.stderr  # no daemon runs
+    assert not marker.exists()
