@@ -795,6 +795,7 @@ class Reconcile:
         todo = filesync.plan_downloads(remote, {ref: r.sha256 for ref, r in rows.items()})
         todo = self.rt.items.fresh_first(ItemKind.FILE, todo, lambda item: item.file_ref)
         taken = keys_of(r.local_name for r in rows.values() if r.local_name)
+        taken.add(name_key(charts.CHARTS_DIR))  # convsync's folder in files/: a server file of that name gets a (2)
         for item in todo:
             if self.ctx.stopping():
                 return
