@@ -419,7 +419,7 @@ def _parse_sections(reader: _Reader, top: dict[str, Node], settings: _Settings) 
 
 def _parse_command(reader: _Reader, key: str, node: Node) -> tuple[str, ...]:
     """A command as an argv list of strings (run without a shell); an empty list is no command."""
-    fix = f'write it as a list, one item per argument: `{key}: [notify-send, "{{conversation}}", "{{reply}}"]`'
+    fix = f'write it as a list, one item per argument: `{key}: [notify-send, "--", "{{conversation}}", "{{reply}}"]`'
     if not isinstance(node, SequenceNode):
         reader.wrong_type(key, node, "a list", fix)
         return ()
