@@ -3,6 +3,7 @@ says so."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ def test_cancel_stops_the_reply_and_takes_back_the_queued_prompt(mirror: Mirror)
     assert f"> 1 queued prompt taken back, not sent: {kept.name}\n" in text
     assert "## Cancelled · " in text and "## Interrupted" not in text
     wait_until(lambda: not mirror.emu.active_runs, 10, what="the run to end on the server")
+    # Ended by the cancel: a run left to finish (6 s, within that wait) would have stored the whole reply.
+    assert "Part 40 of 40" not in json.dumps(mirror.emu.messages(cid))
     assert mirror.emu.user_messages(cid) == ["/slow 40 150"]
 
 
