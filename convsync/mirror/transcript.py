@@ -397,7 +397,7 @@ def _match_tail(tail: str, offset: int, waiting: list[Message]) -> tuple[int, li
     return pos, added
 
 
-_BLOCK_START = re.compile(r"(?<=\n\n)## ")
+_BLOCK_START = re.compile(r"(?<=\n\n)## [^\n]*?" + _STAMP)  # a heading of a message or notice of convsync's
 
 
 def _after_closed_orphan(
@@ -405,7 +405,8 @@ def _after_closed_orphan(
 ) -> tuple[int, list[TranscriptEntry]] | None:
     """A cut piece at ``pos`` that a pass killed before its commit had already closed and followed with what it
     appended (a notice, the server's version): the end of the tail and the entries (the piece an orphan), so
-    that it is committed, not closed and appended a second time. ``None`` unless the rest matches to the end."""
+    that it is committed, not closed and appended a second time. ``None`` unless the rest matches to the end.
+    Only the first heading after the closed piece is tried: one trial, whatever the size of the tail."""
     for start in _BLOCK_START.finditer(tail, pos + 1):
         at = start.start()
         if closer(tail[pos:at]):
@@ -413,9 +414,10 @@ def _after_closed_orphan(
         trial = list(candidates)
         at_offset = offset + _nbytes(tail[:at])
         end, added = _match_tail(tail[at:], at_offset, trial)
-        if added and at + end == len(tail):
-            candidates[:] = trial
-            return len(tail), [TranscriptEntry(ORPHAN_ID, "", at_offset), *added]
+        if not added or at + end != len(tail):
+            return None
+        candidates[:] = trial
+        return len(tail), [TranscriptEntry(ORPHAN_ID, "", at_offset), *added]
     return None
 
 
