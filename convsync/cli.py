@@ -326,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the key as a Bearer token, a Snowflake token, or no auth (a local agent server)",
     )
     p.add_argument("--null-collections", action="store_true", help="send empty collections as null")
+    p.add_argument(
+        "--list-updated-at",
+        choices=["off", "on", "stale"],
+        default="off",
+        help="the conversations list carries updated_at: on (last message), stale (creation time only)",
+    )
     p.add_argument("--delete-no-content", action="store_true", help="answer a conversation's DELETE with 204")
     p.add_argument(
         "--hostile-frame-names",

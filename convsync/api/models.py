@@ -94,6 +94,9 @@ class Conversation:
     id: str
     name: str
     agent_id: str
+    # Not in the public object (spec 2.2): a server that adds it gives a change hint (convsync.mirror.hints).
+    # Absent, null or unreadable: None.
+    updated_at: datetime | None = None
 
     @classmethod
     def from_wire(cls, data: Any, agent_id: str | None = None) -> Conversation:
@@ -102,6 +105,7 @@ class Conversation:
             id=_str(obj, "id", "conversation"),
             name=_opt_str(obj, "name") or "",
             agent_id=_opt_str(obj, "agent_id") or agent_id or "",
+            updated_at=parse_time(obj.get("updated_at")),
         )
 
 

@@ -37,6 +37,7 @@ RUNTIME_OPTIONS = frozenset(
         "null_collections",
         "delete_no_content",
         "hostile_frame_names",
+        "list_updated_at",
     }
 )
 

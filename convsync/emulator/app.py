@@ -186,7 +186,13 @@ def _api_router(runtime: Runtime) -> APIRouter:  # noqa: PLR0915 - one closure p
     @router.get("/agents/{aid}/conversations", name="list_conversations")
     async def list_conversations(request: Request, aid: str, limit: int | None = None) -> Any:
         agent_or_404(aid)
-        items = [c.to_wire() for c in store.conversations(aid)]
+        rows = store.conversations(aid)
+        items = [c.to_wire() for c in rows]
+        hints = runtime.options.list_updated_at
+        if hints != "off":
+            changed = store.changed_at(aid) if hints == "on" else {}
+            for item, row in zip(items, rows, strict=True):
+                item["updated_at"] = wire.rest_time(changed.get(row.id, row.created_at))
         if limit is not None:
             items = items[:limit]  # a plain slice, as the server does (no bounds)
         return paginated(request, items)

@@ -15,11 +15,13 @@ FrameNames = Literal["encode", "fail"]
 AuthScheme = Literal["bearer", "snowflake"]
 NextForm = Literal["token", "url", "path", "internal-url", "internal-path", "other-scheme"]
 FaultBody = Literal["envelope", "gateway", "plain", "detail", "html", "empty"]
+ListUpdatedAt = Literal["off", "on", "stale"]
 
 _FRAME_NAMES = ("encode", "fail")
 _AUTH_SCHEMES = ("bearer", "snowflake")
 _NEXT_FORMS = ("token", "url", "path", "internal-url", "internal-path", "other-scheme")
 _FAULT_BODIES = ("envelope", "gateway", "plain", "detail", "html", "empty")
+_LIST_UPDATED_AT = ("off", "on", "stale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,10 @@ class EmulatorOptions:
     # A frame name that cannot be a Content-Disposition filename (not Latin-1, or control characters):
     # "encode" sends filename*=utf-8''…; "fail" answers 500 as the real server does when its header fails.
     hostile_frame_names: FrameNames = "encode"
+    # The conversations list carries ``updated_at`` (not in the public API: a change hint some server may add):
+    # "on" the time of the conversation's last message or change; "stale" always its creation time (a list
+    # that does not announce new messages); "off" (the real server) no such key.
+    list_updated_at: ListUpdatedAt = "off"
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.startswith("s4w_"):
@@ -122,6 +128,8 @@ class EmulatorOptions:
             raise ValueError(f"auth_scheme must be one of {_AUTH_SCHEMES}, got {self.auth_scheme!r}")
         if self.hostile_frame_names not in _FRAME_NAMES:
             raise ValueError(f"hostile_frame_names must be one of {_FRAME_NAMES}, got {self.hostile_frame_names!r}")
+        if self.list_updated_at not in _LIST_UPDATED_AT:
+            raise ValueError(f"list_updated_at must be one of {_LIST_UPDATED_AT}, got {self.list_updated_at!r}")
         if self.next_form not in _NEXT_FORMS:
             raise ValueError(f"next_form must be one of {_NEXT_FORMS}, got {self.next_form!r}")
         if self.page_size < 0 or self.rate_limit < 0:

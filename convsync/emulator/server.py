@@ -381,6 +381,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         null_collections=args.null_collections,
         delete_no_content=args.delete_no_content,
         hostile_frame_names=args.hostile_frame_names,
+        list_updated_at=args.list_updated_at,
         rate_limit=args.rate_limit,
         port=args.port,
         host=args.host,

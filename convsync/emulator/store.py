@@ -316,6 +316,23 @@ class Store:
         rows = self._query("SELECT body FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
         return [json.loads(r["body"]) for r in rows]
 
+    def changed_at(self, agent_id: str) -> dict[str, datetime]:
+        """Per conversation of the agent, when it last changed: its creation or its newest message timestamp
+        (``created_at`` or ``updated_at``: a reply's grows while it streams, an edit may move it)."""
+        changed = {c.id: c.created_at for c in self.conversations(agent_id)}
+        rows = self._query(
+            "SELECT m.conversation_id, m.body FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.agent_id = ?",
+            (agent_id,),
+        )
+        for row in rows:
+            body = json.loads(row["body"])
+            for key in ("created_at", "updated_at"):
+                if isinstance(body.get(key), str):
+                    stamp = wire.parse_time(body[key])
+                    changed[row["conversation_id"]] = max(changed[row["conversation_id"]], stamp)
+        return changed
+
     def message_count(self, conversation_id: str) -> int:
         rows = self._query("SELECT COUNT(*) AS n FROM messages WHERE conversation_id = ?", (conversation_id,))
         return int(rows[0]["n"])

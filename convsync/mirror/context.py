@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from convsync.api.client import AgentClient
 from convsync.hooks import ReplyDone
 from convsync.mirror.atomic import append_record, read_regular, write_atomic
 from convsync.mirror.folders import ERRORS_LOG, STATUS
+from convsync.mirror.hints import ChangeHints
 from convsync.mirror.state import State
 from convsync.printable import printable
 
@@ -184,6 +185,7 @@ class ServerTraits:
     """What was learnt about the server, shared by all conversations (e.g. no Parquet output: use JSON)."""
 
     parquet_supported: bool | None = None
+    hints: ChangeHints = field(default_factory=ChangeHints)  # the list's updated_at, and whether it is trusted
 
 
 @dataclass(frozen=True, slots=True)

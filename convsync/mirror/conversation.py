@@ -199,6 +199,7 @@ class Reconcile:
         self._prompt_started = False
         self._cancelled = False  # the reply being sent was cancelled (cancel.py)
         self._messages_changed = False
+        self._news = False  # the last transcript sync added messages to a transcript that had some
         self._pending: list[OutboxEntry] | None = None  # the outbox as last read, while nothing changed it
 
     # --- the pass -------------------------------------------------------------------------------------------
@@ -303,7 +304,9 @@ class Reconcile:
         # The read that completes a reply is interactive too; a poll stays in its job's lane.
         with request_lane(Lane.INTERACTIVE if replied else current_lane()):
             if self.flags.poll or self.flags.full or self._transcript_out_of_step():
+                self._news = False
                 self._sync_transcript(self._get_messages())
+                self.ctx.traits.hints.read(self.cid, news=self._news)  # did the server's list announce it?
         return replied
 
     def _files_check_allowed(self) -> bool:
@@ -766,6 +769,7 @@ class Reconcile:
         if changed:
             self._messages_changed = True
         if changed and rows:
+            self._news = True
             self.rt.touch()  # new messages (from a reply or from elsewhere): poll fast for a while
         committed = (
             plan.commit[-1].committed_offset

@@ -545,6 +545,9 @@ class Engine:
                     break  # stopping
                 try:
                     remote = self._client.list_conversations(agent.id)
+                    for cid in self._traits.hints.listed(remote):  # its list says it changed: read it now
+                        self._runtime(cid).add(Flags(poll=True))
+                        self._sched.schedule(ConversationJob(cid), lane=Lane.FIRST_LOOK)
                     self._state.refresh_names(agent.id, {c.id: c.name for c in remote})  # for convsync status
                     self._agent_pass(agent, remote)
                 finally:

@@ -114,3 +114,34 @@ def test_admin_api_is_not_rate_limited(emu: EmulatorServer, api: httpx.Client) -
     for _ in range(3):
         assert httpx.get(f"{emu.admin_url}/health").status_code == 200
     assert api.get("/agents").status_code == 200
+
+
+def _listed(api: httpx.Client, aid: str, cid: str) -> dict[str, object]:
+    return next(c for c in api.get(f"/agents/{aid}/conversations").json()["data"] if c["id"] == cid)
+
+
+def test_the_list_has_no_updated_at_by_default(api: httpx.Client, aid: str, five: list[str]) -> None:
+    """Without ``list_updated_at`` a listed conversation has exactly the public keys (spec 2.2)."""
+    assert set(_listed(api, aid, five[0])) == {"id", "name", "agent_id"}
+
+
+def test_updated_at_moves_with_a_message_added_elsewhere(
+    api: httpx.Client, emu: EmulatorServer, aid: str, five: list[str]
+) -> None:
+    """With ``list_updated_at="on"`` the list's ``updated_at`` becomes the time of a message injected later."""
+    emu.configure(list_updated_at="on")
+    before = _listed(api, aid, five[0])["updated_at"]
+    message = emu.inject_message(five[0], "from elsewhere")
+    after = _listed(api, aid, five[0])["updated_at"]
+    assert isinstance(before, str) and before.endswith("Z")
+    assert after != before and after == message["created_at"]
+
+
+def test_a_stale_updated_at_stays_at_the_creation_time(
+    api: httpx.Client, emu: EmulatorServer, aid: str, five: list[str]
+) -> None:
+    """With ``list_updated_at="stale"`` the list's ``updated_at`` does not move when a message is added."""
+    emu.configure(list_updated_at="stale")
+    before = _listed(api, aid, five[0])["updated_at"]
+    emu.inject_message(five[0], "from elsewhere")
+    assert isinstance(before, str) and _listed(api, aid, five[0])["updated_at"] == before
