@@ -8,7 +8,7 @@ code  name                meaning
 0     OK                  done
 1     BUG                 an unexpected error: a bug, please report it
 2     USAGE               wrong command-line arguments
-3     DAEMON_NOT_RUNNING  ``status``, ``doctor``: no daemon runs for this state directory (LSB ``status``)
+3     DAEMON_NOT_RUNNING  ``status``, ``doctor``: the daemon of this state directory stopped (LSB ``status``)
 65    STATE_UNUSABLE      the state database is corrupt or newer than this convsync: ``convsync repair``
 69    ROOT_UNAVAILABLE    the mirror root has no ``.convsync-root`` marker
 72    MISSING_EXTRA       the command needs an optional extra that is not installed (``emulator``, ``demo``)
@@ -171,7 +171,7 @@ EXIT_CODES_TEXT = "\n".join(
         "  0   done",
         "  1   an unexpected error: a bug, please report it",
         "  2   wrong command-line arguments",
-        "  3   status, doctor: no convsync daemon runs for this state directory",
+        "  3   status, doctor: the convsync daemon of this state directory stopped",
         "  65  the state database is corrupt or newer than this convsync (the message says: upgrade, or repair)",
         "  69  the mirror root has no .convsync-root marker (unmounted disk?)",
         "  72  the command needs an optional extra that is not installed (the message says how to add it)",

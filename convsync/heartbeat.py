@@ -107,7 +107,7 @@ def daemon_state(state_dir: Path, *, now: float | None = None, unit: str = "conv
     hint = start_hint(unit)
     beat = read_beat(state_dir)
     if beat is None:
-        return DaemonState(False, f"NOT running (it never ran with this state directory) — {hint}")
+        return DaemonState(False, f"not started (no daemon has run with this state directory) — {hint}")
 
     def state(running: bool, text: str) -> DaemonState:
         return DaemonState(running, text, beat.pid, beat.started, beat.last_contact, beat.last_error, beat.stopped)

@@ -4,9 +4,9 @@ setting that weakens trust in the server (``convsync.trust``).
 Reads the state database through a read-only connection, so it works while the daemon runs (WAL lets readers
 in without blocking the writer) and never changes anything; needs no API key. The running daemon's live
 figures (from its control socket) come first when there is one; without one, its heartbeat
-(``convsync.heartbeat``) says why (stopped when, ended without stopping, never ran) and the command exits 3, like
-``systemctl status`` of a stopped unit. ``--json`` prints the versioned schema of ``docs/status-json.md``
-(``SCHEMA_VERSION``): numbers as numbers, never preformatted text.
+(``convsync.heartbeat``) says why (stopped when, ended without stopping, never ran); once a daemon has run and
+no longer does, the command exits 3, like ``systemctl status`` of a stopped unit. ``--json`` prints the
+versioned schema of ``docs/status-json.md`` (``SCHEMA_VERSION``): numbers as numbers, never preformatted text.
 """
 
 from __future__ import annotations
@@ -115,10 +115,13 @@ def _mib(n: int) -> str:
 
 def print_status(config: Config, as_json: bool, live: dict[str, Any] | None = None) -> int:
     """Print the report (``live``: the running daemon's answer to ``status``, or None when none runs); exit 3
-    (``Exit.DAEMON_NOT_RUNNING``) when no daemon runs for the state directory."""
+    (``Exit.DAEMON_NOT_RUNNING``) when the daemon of the state directory stopped, crashed or hangs."""
     report = collect(config)
     beat = daemon_state(state_path(config).parent, unit=unit_for(config.config_file, config.profile))
-    code = Exit.OK if live is not None or beat.running else Exit.DAEMON_NOT_RUNNING
+    # A daemon that never ran is no failure (a person who only runs `convsync sync` asks for the conversations);
+    # one that stopped, crashed or hangs is, like `systemctl status` of a stopped unit.
+    stopped = live is None and not beat.running and beat.pid is not None
+    code = Exit.DAEMON_NOT_RUNNING if stopped else Exit.OK
     if as_json:
         print(json.dumps(as_document(config, report, live, beat), indent=2, ensure_ascii=False))
         return code

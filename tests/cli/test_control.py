@@ -131,15 +131,15 @@ def test_reload_without_a_daemon_exits_75(tmp_path: Path, emulator: EmulatorServ
 
 
 def test_status_without_a_daemon_says_it_is_not_running(tmp_path: Path, emulator: EmulatorServer) -> None:
-    """`convsync status --json` with no daemon: daemon.running is false, schema_version 1, exit 3."""
+    """`convsync status --json` before any daemon ran: daemon.running is false, schema_version 1, exit 0."""
     config = write_config(tmp_path / "config.yaml", emulator.base_url, tmp_path / "root", tmp_path / "state")
     done = convsync("status", "--json", "--config", str(config))
-    assert done.returncode == 3, done.stderr
+    assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["schema_version"] == 1
     assert document["daemon"] == {
         "running": False,
-        "text": "NOT running (it never ran with this state directory) — start it with "
+        "text": "not started (no daemon has run with this state directory) — start it with "
         "`systemctl --user start convsync` (or run `convsync run`)",
         "started": None,
         "last_contact": None,

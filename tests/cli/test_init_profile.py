@@ -40,7 +40,7 @@ def test_adding_a_profile_keeps_every_line_of_the_config(tmp_path: Path) -> None
     assert (config.stat().st_mode & 0o777) == 0o600
     assert (tmp_path / "work" / ".convsync-root").is_file()
     work = convsync("--config", str(config), "--profile", "work", "status")
-    assert work.returncode == 3, work.stderr  # it read the profile; 3: no daemon runs
+    assert work.returncode == 0, work.stderr  # it read the profile; no daemon ever ran: not a failure
     assert f"root {tmp_path / 'work'}" in work.stdout
     default = convsync("--config", str(config), "status")
     assert f"root {tmp_path / 'home'}" in default.stdout
@@ -64,7 +64,8 @@ def test_a_second_profile_goes_into_the_same_section(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
     assert config.read_text().count("profiles:") == 1
-    assert convsync("--config", str(config), "--profile", "play", "status").returncode == 3  # 3: no daemon runs
+    # No daemon ever ran with the profile's state directory: not a failure.
+    assert convsync("--config", str(config), "--profile", "play", "status").returncode == 0
 
 
 def test_a_profiles_section_followed_by_other_keys_is_not_edited(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_status_lists_every_conversation(emulator: EmulatorServer, tmp_path: Pat
     cid = emulator.create_conversation(emulator.agent_id("Demo Agent"), "Shown")
     assert convsync("sync", "--config", str(config), key=emulator.api_key).returncode == 0
     result = convsync("status", "--json", "--config", str(config), key=emulator.api_key)
-    assert result.returncode == 3, result.stderr  # 3: no daemon runs (only `sync` did)
+    assert result.returncode == 0, result.stderr  # no daemon ever ran (only `sync` did): not a failure
     report = json.loads(result.stdout)
     [entry] = report["conversations"]
     assert (entry["folder"], entry["id"], entry["state"], entry["queued_prompts"]) == (

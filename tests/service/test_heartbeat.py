@@ -49,4 +49,4 @@ def test_a_live_daemon_that_stopped_beating_reads_as_not_responding(tmp_path: Pa
 
 def test_no_heartbeat_reads_as_never_ran(tmp_path: Path) -> None:
     """A state directory no daemon used: NOT running."""
-    assert daemon_state(tmp_path).text.startswith("NOT running (it never ran with this state directory)")
+    assert daemon_state(tmp_path).text.startswith("not started (no daemon has run with this state directory)")
