@@ -140,7 +140,7 @@ class Engine:
         self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_lists = 0.0
         self._next_rescan = 0.0
-        self._polls = PollPolicy(config, self._sched.add_timer)
+        self._polls = PollPolicy(config, self._sched.add_timer, hints=self._traits.hints)
         self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
         self._agent_index: dict[str, str] = {}  # agent folder → agent id
         self._agents_cache: tuple[tuple[object, ...], list[AgentRow]] | None = None

@@ -51,6 +51,14 @@ class ChangeHints:
         self._unannounced: dict[str, tuple[datetime | None, int]] = {}  # news read: (stamp then, listings since)
         self._trusted = True
         self._noticed = False
+        self._stamped = False  # the latest listing carried updated_at
+
+    @property
+    def announcing(self) -> bool:
+        """Whether the server's list announces changes: its latest listing carried stamps, and it is trusted
+        (the lists pass then runs every ``poll.conversations_seconds``, not stretched: ``PollPolicy``)."""
+        with self._lock:
+            return self._trusted and self._stamped
 
     @property
     def trusted(self) -> bool:
@@ -61,6 +69,7 @@ class ChangeHints:
         """A conversations list was read: the conversations to poll now (none while the hint is not trusted)."""
         with self._lock:
             found = changed(self._seen, listing)
+            self._stamped = any(c.updated_at is not None for c in listing)
             for conversation in listing:
                 self._seen[conversation.id] = conversation.updated_at
                 pending = self._unannounced.get(conversation.id)
@@ -76,7 +85,7 @@ class ChangeHints:
                     self._distrust()
             if not self._trusted:
                 return []
-            if not self._noticed and any(c.updated_at is not None for c in listing):
+            if not self._noticed and self._stamped:
                 self._noticed = True
                 log.info("the server's conversations list carries updated_at: a change it announces is read now")
             return found

@@ -8,6 +8,10 @@ budget: with N idle conversations the worst-case delay of a remote change is abo
 default config (``docs/performance.md``). A poll right after a read (a reply ended) would learn nothing and
 moves to one interval after that read; first polls after a start are spread over three intervals.
 
+A server whose list announces changes (``convsync.mirror.hints``: ``updated_at`` in the list, trusted) makes
+the list the way to find them: the lists pass then keeps its configured interval, unstretched, and the polls
+fit what is left of the background share.
+
 ``PollPolicy`` keeps each conversation's next poll time and hands timers to ``add_timer``; it runs under the
 engine's lock and takes the clock and randomness as arguments, so it is unit-tested without threads.
 """
@@ -18,6 +22,7 @@ import random
 from collections.abc import Callable
 
 from convsync.config import Config
+from convsync.mirror.hints import ChangeHints
 from convsync.mirror.plan import PollIntervals, poll_intervals
 from convsync.mirror.scheduler import Timer, TimerKind
 
@@ -28,26 +33,39 @@ REQUESTS_PER_POLL = 1  # a poll reads the messages; files and frames are listed 
 class PollPolicy:
     """Next poll time per conversation; stale timers (superseded times) are ignored when they fire."""
 
-    def __init__(self, config: Config, add_timer: Callable[[Timer], None], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        add_timer: Callable[[Timer], None],
+        rng: random.Random | None = None,
+        *,
+        hints: ChangeHints | None = None,
+    ) -> None:
         self.intervals = PollIntervals(config.poll_active_seconds, config.poll_idle_seconds, 0)
         self._add_timer = add_timer
+        self._hints = hints
         self._rng = rng or random.Random()  # noqa: S311 (spreading polls, not secrets)
         self._next: dict[str, float] = {}
 
     def update(self, config: Config, *, n_active: int, n_idle: int, n_agents: int) -> None:
         """Stretch the configured intervals to fit the background share for this many conversations."""
-        self.intervals = poll_intervals(
+        budget = config.rate_limit_background_share * config.rate_limit_requests / config.rate_limit_window_seconds
+        lists = config.poll_conversations_seconds
+        announcing = self._hints is not None and self._hints.announcing
+        intervals = poll_intervals(
             n_active=n_active,
             n_idle=n_idle,
-            n_agents=n_agents,
+            n_agents=0 if announcing else n_agents,
             active_seconds=config.poll_active_seconds,
             idle_seconds=config.poll_idle_seconds,
-            lists_seconds=config.poll_conversations_seconds,
-            budget_per_second=config.rate_limit_background_share
-            * config.rate_limit_requests
-            / config.rate_limit_window_seconds,
+            lists_seconds=lists,
+            # The lists the announcing server needs come first; the polls share the rest (a tenth at least).
+            budget_per_second=max(budget - n_agents / lists, budget / 10) if announcing else budget,
             requests_per_poll=REQUESTS_PER_POLL,
         )
+        if announcing:
+            intervals = PollIntervals(intervals.active, intervals.idle, lists)
+        self.intervals = intervals
 
     def lists_interval(self, config: Config) -> float:
         return max(self.intervals.lists, config.poll_conversations_seconds)

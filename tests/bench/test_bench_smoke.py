@@ -29,6 +29,7 @@ FIGURES = [
     "newest transcripts",
     "every transcript",
     "429 answers",
+    "with updated_at: slowest",
 ]
 # Benches written by the client and files engineers, called by bench/run with their size flags.
 OTHER_BENCHES = ["transfer", "upload", "frames"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from convsync.api.models import Conversation
 from convsync.config import Config
+from convsync.mirror.hints import ChangeHints
 from convsync.mirror.pollpolicy import PollPolicy
 from convsync.mirror.scheduler import Timer, TimerKind
 
@@ -59,3 +62,26 @@ def test_first_polls_are_spread_over_three_idle_intervals() -> None:
         polls.first(f"c{i}", 0.0)
     times = [t.at for t in timers]
     assert max(times) <= 180.0 and len({round(t) for t in times}) > 50
+
+
+def _announcing() -> ChangeHints:
+    hints = ChangeHints()
+    hints.listed([Conversation("c", "c", "a", updated_at=datetime(2026, 12, 4, tzinfo=UTC))])
+    return hints
+
+
+def test_a_list_that_announces_changes_keeps_its_interval() -> None:
+    """With a trusted ``updated_at`` in the list, 1,000 idle conversations leave the lists pass at 30 s."""
+    timers: list[Timer] = []
+    polls = PollPolicy(CONFIG, timers.append, random.Random(1), hints=_announcing())
+    polls.update(CONFIG, n_active=0, n_idle=1000, n_agents=1)
+    assert polls.lists_interval(CONFIG) == CONFIG.poll_conversations_seconds
+    assert 1000 / polls.intervals.idle + 1 / polls.lists_interval(CONFIG) == pytest.approx(1.5)
+
+
+def test_without_announcements_the_lists_pass_is_stretched_too() -> None:
+    """Without ``updated_at`` in the list, the lists pass is stretched with the polls (as before hints)."""
+    timers: list[Timer] = []
+    polls = PollPolicy(CONFIG, timers.append, random.Random(1), hints=ChangeHints())
+    polls.update(CONFIG, n_active=0, n_idle=1000, n_agents=1)
+    assert polls.lists_interval(CONFIG) == pytest.approx(30 * (1000 + 2) / 90)

@@ -1,0 +1,141 @@
+"""Bench, remote changes: how soon a message added elsewhere to an idle conversation reaches its transcript.
+
+The emulator enforces the self-hosted gateway's 50 requests / 10 s and its conversations list carries
+``updated_at`` (``list_updated_at="on"``); N conversations x M messages are seeded, the daemon runs on its
+default config. Once every ``transcript.md`` exists:
+
+- **with change hints**: a message is added elsewhere to a few idle conversations at once; the time until each
+  shows in its ``transcript.md`` must be ≤ ``poll.conversations_seconds`` + 5 s;
+- **without**: the list's ``updated_at`` is switched off; a message is added to a sample of other idle
+  conversations at once; the slowest of them (the measured worst case) is printed next to what the poll policy
+  promises: one idle interval, (N + 2) / 1.5 s with the default config (``docs/performance.md``), and three
+  intervals for a conversation whose first poll after a start has not come yet (first polls are spread);
+- **idle request rate**: the daemon's requests per second while it waits in the second phase, against the
+  background share (half of the client's 30 / 10 s).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import harness as h
+
+from convsync.mirror.plan import poll_intervals
+
+GATEWAY = (50, 10.0)
+DEFAULT_RATE = (30, 10.0)
+SHARE = 0.5
+LISTS_SECONDS = 30.0  # poll.conversations_seconds, the default
+IDLE_SECONDS = 60.0
+ACTIVE_SECONDS = 2.0
+SLACK = 5.0
+
+
+def _appeared(folders: dict[str, Path], texts: dict[str, str], timeout: float) -> dict[str, float]:
+    """When each conversation's text reached its transcript (the transcript's mtime when first seen)."""
+    seen: dict[str, float] = {}
+
+    def done() -> bool:
+        for cid, text in texts.items():
+            if cid in seen:
+                continue
+            path = folders[cid] / "transcript.md"
+            try:
+                mtime = path.stat().st_mtime
+                if text in path.read_text(encoding="utf-8"):
+                    seen[cid] = mtime
+            except OSError:
+                continue
+        return len(seen) == len(texts)
+
+    h.wait_until(done, timeout, f"{len(texts)} remote messages in their transcripts", interval=0.25)
+    return seen
+
+
+def _add_elsewhere(emu: Any, cids: list[str], tag: str) -> tuple[float, dict[str, str]]:
+    texts = {cid: f"{tag} written elsewhere into {cid}" for cid in cids}
+    at = time.time()
+    for cid, text in texts.items():
+        emu.inject_message(cid, text)
+    return at, texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = h.size_args(argv, __doc__ or "", conversations=(100, 1000), messages=(1, 1), hinted=(3, 3), sampled=(20, 20))
+    n = args.conversations
+    budget = SHARE * DEFAULT_RATE[0] / DEFAULT_RATE[1]
+    promised = poll_intervals(
+        n_active=0,
+        n_idle=n,
+        n_agents=1,
+        active_seconds=ACTIVE_SECONDS,
+        idle_seconds=IDLE_SECONDS,
+        lists_seconds=LISTS_SECONDS,
+        budget_per_second=budget,
+    ).idle
+    with (
+        h.workdir(args.workdir, "cs-bench-remote-") as work,
+        h.emulator(chunk_delay=0.0, rate_limit=GATEWAY[0], rate_window=GATEWAY[1], list_updated_at="on") as emu,
+    ):
+        aid = emu.agent_id("Demo Agent")
+        cids = h.seed(emu, aid, n, args.messages)
+        root = h.make_root(work / "root")
+        config = h.write_config(work / "daemon.yaml", url=emu.base_url, root=root, state_dir=work / "state")
+        with h.Daemon(config, work) as daemon:
+            daemon.wait_ready()
+            mirrored = h.wait_mirrored(root, cids, timeout=60 + 2 * n)
+            first_mirror = mirrored - daemon.started
+            folders = h.conversation_folders(root)
+            # Conversations from the middle of the list: neither the newest nor the oldest.
+            step = max(1, n // (args.hinted + args.sampled + 1))
+            picked = cids[step::step]
+            hinted, sampled = picked[: args.hinted], picked[args.hinted : args.hinted + args.sampled]
+
+            at, texts = _add_elsewhere(emu, hinted, "hinted")
+            seen = _appeared(folders, texts, LISTS_SECONDS * 3 + 60)
+            with_hints = max(seen.values()) - at
+
+            if sampled:
+                emu.configure(list_updated_at="off")
+                at, texts = _add_elsewhere(emu, sampled, "polled")
+                seen = _appeared(folders, texts, 3 * promised + 120)
+                without = sorted(t - at for t in seen.values())
+            else:  # (--sampled 0: the first phase only; its time is the idle rate's window)
+                without = [float("nan")]
+            ended = time.time()
+            log = h.requests_since(emu, at)
+            idle_rate = sum(1 for r in log if r.started <= ended) / (ended - at)
+            status_429 = sum(1 for r in h.requests_since(emu, 0.0) if r.status == 429)
+    target = LISTS_SECONDS + SLACK
+    h.report(
+        f"remote changes ({n} idle conversations x {args.messages} messages, server limit "
+        f"{GATEWAY[0]}/{GATEWAY[1]:g} s, default config)",
+        [
+            h.Row("first mirror (every transcript)", first_mirror, "s"),
+            h.Row(
+                f"with updated_at: slowest of {len(hinted)}",
+                with_hints,
+                "s",
+                None,
+                f"<= {target:g} s",
+                with_hints <= target,
+            ),
+            h.Row(f"without: slowest of {len(sampled)} (measured worst)", without[-1], "s", promised, "1 interval"),
+            h.Row(f"without: median of {len(sampled)}", without[len(without) // 2], "s"),
+            h.Row("idle request rate", idle_rate, "req/s", budget, f"<= {budget:g} req/s", idle_rate <= budget),
+            h.Row("429 answers", status_429, "", None, "0", status_429 == 0),
+        ],
+        notes=[
+            f"promised = the poll policy's idle interval for {n} idle conversations: (N + 2) / 1.5 = {promised:.0f} s; "
+            f"right after a first mirror a first poll may come up to 3 intervals after the conversation was first "
+            f"seen ({3 * promised:.0f} s)",
+            "times from the injection to the transcript's mtime; the idle rate over the second phase",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
