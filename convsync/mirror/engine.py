@@ -1,20 +1,21 @@
 """The sync engine: agents and conversations on the server ↔ folders under the root.
 
-Threads (all owned, all joined by ``stop``)::
+It composes the parts and runs the threads (all owned, all joined by ``stop``)::
 
-    watcher     watchdog observer → ``_on_hint``: a path becomes a job key, debounced (``debounce_ms``); started
-                once the first lists pass has built the folders, then a rescan covers what it could not see
-    scheduler   timers → jobs: the conversation lists (``poll_conversations_seconds``), the local rescan
-                (``rescan_seconds``), message polls (fast for active conversations, slow for idle ones,
-                stretched to fit the rate budget), retries after failures
+    watcher     watchdog observer → ``_on_hint``: a path becomes a job (``routing``), debounced
+                (``debounce_ms``); started once the first lists pass has built the folders (``watchstart``),
+                then a rescan covers what it could not see
+    scheduler   timers → jobs (``timers``): the conversation lists (``poll_conversations_seconds``), the local
+                rescan (``rescan_seconds``), message polls (``pollpolicy``), rechecks and retries
     workers     a small pool running jobs; a job key is never run by two workers at once, so one conversation
                 is handled by one thread at a time and its prompts go out in order
 
-Jobs (``convsync.mirror.scheduler``, each in a lane of the request budget): ``ListsJob`` resolves agents and
-plans every agent against the server's conversation lists; ``RescanJob`` plans every agent against the disk
-only and looks at every conversation folder; ``AgentJob`` plans one agent against the disk;
-``ConversationJob`` reconciles one conversation (``convsync.mirror.conversation``). File events become jobs
-in ``convsync.mirror.routing``. Planning is pure (``convsync.mirror.plan``); this module carries it out.
+Jobs (``scheduler``, each in a lane of the request budget): ``ListsJob`` resolves agents and plans every
+agent against the server's conversation lists, ``RescanJob`` plans every agent against the disk only and
+looks at every changed conversation folder (both ``listspass``); ``AgentJob`` plans one agent against the
+disk (``agentpass``); ``ConversationJob`` reconciles one conversation (``conversation``). Which agents and
+conversations are mirrored, and the folder indexes, are ``selection``'s; the runtimes ``runtimes``'; the
+problems shown in ``STATUS=`` ``problems``'. No part imports this module: each is handed what it needs.
 """
 
 from __future__ import annotations
@@ -24,31 +25,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from convsync import hooks, paths
 from convsync.api.client import AgentClient
-from convsync.api.models import Conversation
 from convsync.api.ratelimit import Lane, request_lane
 from convsync.config import Config
-from convsync.errors import ApiError, AuthError, RootUnavailable, TransientError
+from convsync.errors import ApiError, RootUnavailable
 from convsync.mirror.agentpass import AgentPass
-from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits, without_ids
-from convsync.mirror.conversation import (
-    PRE_SEND_FRESH_SECONDS,
-    ConversationRuntime,
-    Flags,
-    Outcome,
-    Reconcile,
-)
-from convsync.mirror.folders import (
-    check_root,
-    folder_fingerprint,
-)
+from convsync.mirror.context import ConversationContext, Reporter, ServerClock, ServerTraits
+from convsync.mirror.conversation import PRE_SEND_FRESH_SECONDS, ConversationRuntime, Flags, Outcome, Reconcile
+from convsync.mirror.folders import check_root
+from convsync.mirror.listspass import ListsPass
 from convsync.mirror.pollpolicy import PollPolicy
+from convsync.mirror.problems import Problems
+from convsync.mirror.report import Summary, SyncReport
 from convsync.mirror.routing import route
+from convsync.mirror.runtimes import Runtimes
 from convsync.mirror.scheduler import (
     LISTS,
     RESCAN,
@@ -61,52 +55,19 @@ from convsync.mirror.scheduler import (
     Timer,
     TimerKind,
 )
+from convsync.mirror.selection import Selection
 from convsync.mirror.state import DB_NAME, AgentRow, ConversationRow, State
-from convsync.watch import Hint, Watcher
+from convsync.mirror.timers import timer_jobs
+from convsync.mirror.watchstart import WatcherStartup
+from convsync.watch import Hint
+
+__all__ = ["WORKERS", "Engine", "Summary", "SyncReport", "build_client", "state_path"]
 
 log = logging.getLogger(__name__)
 
 WORKERS = 5  # one of them takes interactive jobs only, so a prompt never waits for a worker
 HEALTH_STALL_SECONDS = 60.0
 SCHEDULER_TICK = 1.0  # the scheduler wakes at least this often (timers wake it earlier)
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """A snapshot for ``STATUS=`` and the log."""
-
-    conversations: int
-    queued_prompts: int
-    queued_uploads: int
-    last_error: str | None
-
-    def __str__(self) -> str:
-        def plural(n: int, word: str) -> str:
-            return f"{n} {word}{'' if n == 1 else 's'}"
-
-        text = (
-            f"{plural(self.conversations, 'conversation')}, {plural(self.queued_prompts, 'prompt')} and "
-            f"{plural(self.queued_uploads, 'upload')} queued"
-        )
-        return f"{text}; last error: {self.last_error}" if self.last_error else text
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """What one ``run_once`` pass did."""
-
-    agents: int
-    conversations: int
-    queued_prompts: int
-    queued_uploads: int
-    errors: tuple[str, ...]
-
-    def __str__(self) -> str:
-        text = (
-            f"{self.agents} agent(s), {self.conversations} conversation(s); "
-            f"{self.queued_prompts} prompt(s) and {self.queued_uploads} upload(s) still queued"
-        )
-        return text + (f"; {len(self.errors)} problem(s): {self.errors[0]}" if self.errors else "")
 
 
 def build_client(config: Config) -> AgentClient:
@@ -135,28 +96,35 @@ class Engine:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._watcher: Watcher | None = None
-        self._watch_lock = threading.Lock()  # the lists job and the watch job may both start the watcher
-        self._runtimes: dict[str, ConversationRuntime] = {}
         self._next_lists = 0.0
         self._next_rescan = 0.0
         self._polls = PollPolicy(config, self._sched.add_timer, hints=self._traits.hints)
-        self._folder_index: dict[tuple[str, str], str] = {}  # (agent folder, conversation folder) → id
-        self._agent_index: dict[str, str] = {}  # agent folder → agent id
-        self._agents_cache: tuple[tuple[object, ...], list[AgentRow]] | None = None
-        self._index_key: tuple[object, ...] | None = None  # (bindings version, selectors, root) of the index
+        self._runtimes = Runtimes(self._cond, self._polls.first)
+        self._selection = Selection(self._state, self._cond)
+        self._problems = Problems()
+        self._watch = WatcherStartup(self._on_hint, self._problems.set)
         self._orphan_signals: set[tuple[str, str]] = set()  # prompt saves in folders not bound yet
         self._building: set[tuple[str, str]] = set()  # (agent folder, folder) built but not bound yet
-        self._problems: dict[str, str] = {}  # source ("server", "root", "watch", …) → problem, for summary()
-        self._server_trouble = False
         # Lists passes started and finished, and the last one's server error: what full_pass() waits for.
-        self._lists_logged: str | None = None  # the lists pass's problem as last logged
         self._passes_started = 0
         self._passes_done = 0
         self._pass_error: ApiError | None = None
         self._heartbeat = time.monotonic()
         self._started = False
         self._agents = AgentPass(self._state, lambda: self._client, self)
+        self._lists = ListsPass(
+            config=lambda: self._config,
+            client=lambda: self._client,
+            state=self._state,
+            sched=self._sched,
+            lock=self._cond,
+            agents=self._agents,
+            selection=self._selection,
+            runtimes=self._runtimes,
+            problems=self._problems,
+            hints=self._traits.hints,
+            stopping=self._stopping.is_set,
+        )
         self._bind_root()
         self._rebuild_index()
 
@@ -189,7 +157,7 @@ class Engine:
     @property
     def watching(self) -> bool:
         """Whether the watcher runs: from the first scan on, or once the folders it built had their first look."""
-        return self._watcher is not None
+        return self._watch.running
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every thread; a reply being streamed is abandoned (it is read from the server next time)."""
@@ -198,9 +166,7 @@ class Engine:
         with self._cond:
             self._cond.notify_all()
             self._sched.work.notify_all()
-        with self._watch_lock:
-            if self._watcher is not None:
-                self._watcher.stop(timeout=timeout / 4)
+        self._watch.stop(timeout / 4)
         for thread in self._threads:
             thread.join(max(0.0, deadline - timeout / 2 - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
@@ -235,10 +201,7 @@ class Engine:
         if config.root != old.root and self._started:
             self._bind_root()
             self._rebuild_index()
-            with self._watch_lock:
-                if self._watcher is not None:  # else the first lists pass (or the watch job) starts it
-                    self._watcher.stop()
-                    self._start_watcher()
+            self._watch.restart(config.root, config.rescan_seconds)  # not started yet: the lists job starts it
         self._update_intervals()
         self._respread_polls()
         log.info("configuration applied")
@@ -253,7 +216,7 @@ class Engine:
         now = time.monotonic()
 
         def window_of(cid: str) -> str:
-            rt = self._runtimes.get(cid)
+            rt = self._runtimes.peek(cid)
             if rt is not None and rt.active:
                 return "active"
             return "first" if rt is None or rt.fetched[0] == float("-inf") else "idle"
@@ -274,14 +237,14 @@ class Engine:
         check_root(self._config.root)
         failure = self._lists_pass()
         if failure is not None:
-            self._local_pass()
+            self._lists.local()
         errors: list[str] = [str(failure)] if failure is not None else []
         cids = [c.id for c in self._active_conversations()]
         for cid in cids:
             outcome = self._run_conversation(cid, Flags(local=True, poll=True, full=True))
             if failure is None and outcome is not None:
                 failure = outcome.auth or outcome.transient
-            rt = self._runtimes.get(cid)
+            rt = self._runtimes.peek(cid)
             if rt is not None and rt.reporter is not None and rt.reporter.problem:
                 errors.append(f"{rt.reporter.folder}: {rt.reporter.problem}")
         if failure is not None:
@@ -294,8 +257,7 @@ class Engine:
         counts = self._state.outbox_counts()
         # Counted by SQLite: this runs every status interval, and loading every row costs CPU when idle.
         n = self._state.count_conversations("active", [a.id for a in self._configured_agents()])
-        problem = self._problems.get("root") or next(iter(self._problems.values()), None)
-        return Summary(n, counts.prompts, counts.uploads, problem)
+        return Summary(n, counts.prompts, counts.uploads, self._problems.shown())
 
     def full_pass(self, timeout: float | None = None, *, first: bool = False) -> ApiError | None:
         """Ask for a pass over the server's lists and every folder now, wait for its lists part; its server error.
@@ -341,29 +303,12 @@ class Engine:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _start_watcher(self) -> None:
-        watcher = Watcher(self._config.root, self._on_hint, rescan_seconds=self._config.rescan_seconds)
-        try:
-            problem = watcher.start()
-        except OSError as exc:
-            problem = f"convsync cannot watch {self._config.root} ({exc}); changes are found by the rescan only"
-        if problem:
-            log.warning("%s", problem)
-        self._problem("watch", problem)
-        self._watcher = watcher
-
-    def _problem(self, source: str, text: str | None) -> None:
-        if text is None:
-            self._problems.pop(source, None)
-        else:
-            self._problems[source] = text
-
     def _scheduler_loop(self) -> None:
         while not self._stopping.is_set():
             now = time.monotonic()
             with self._cond:
                 self._heartbeat = now
-                self._timers(now)
+                self._timers(now)  # (lock held)
                 wake = self._sched.dispatch(now)
                 self._cond.wait(max(0.005, min(SCHEDULER_TICK, wake - now)))
 
@@ -376,36 +321,9 @@ class Engine:
         if now >= self._next_rescan:
             self._sched.due_at(RESCAN, now, Lane.BACKGROUND)
             self._next_rescan = now + config.rescan_seconds
-        for timer in self._sched.due_timers(now):
-            at, kind, cid = timer.at, timer.kind, timer.conversation_id
-            rt = self._runtimes.get(cid)
-            if rt is None:
-                continue
-            lane = Lane.INTERACTIVE  # a prompt or a file settling, a retry of queued work
-            if kind is TimerKind.POLL:
-                lane = Lane.BACKGROUND
-                if not self._polls.fired(timer, now, active=rt.active, read_at=rt.fetched[0]):
-                    continue
-                rt.add(Flags(poll=True))
-            elif kind is TimerKind.RECHECK:
-                if rt.recheck_at != at:
-                    continue
-                rt.recheck_at = None
-                rt.add(Flags(local=True))
-            elif kind is TimerKind.RETRY:
-                if rt.retry_at != at:
-                    continue
-                rt.retry_at = 0.0
-                rt.add(Flags(local=True))
-            elif kind is TimerKind.FORGET:
-                # Messages read are kept only while they may serve as a send's baseline: a thousand idle
-                # conversations' messages would otherwise stay in memory (and in every GC pass) for good.
-                if not self._sched.busy(ConversationJob(cid)):  # else a reconcile runs: it will time a new "forget"
-                    read_at, messages = rt.fetched
-                    if messages and read_at + PRE_SEND_FRESH_SECONDS == at:
-                        rt.fetched = (read_at, [])
-                continue
-            self._sched.due_at(ConversationJob(cid), now, lane)
+        due = self._sched.due_timers(now)
+        for job, lane in timer_jobs(due, now, runtime=self._runtimes.peek, polls=self._polls, busy=self._sched.busy):
+            self._sched.due_at(job, now, lane)
 
     def _worker_loop(self) -> None:
         while (taken := self._sched.take(self._stopping.is_set)) is not None:
@@ -415,7 +333,7 @@ class Engine:
                     self._run_job(job, lane)
             except Exception as exc:
                 log.exception("job %s failed", job)
-                self._problem("bug", f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
+                self._problems.set("bug", f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
             finally:
                 self._sched.done(job)
 
@@ -428,29 +346,36 @@ class Engine:
         except RootUnavailable as exc:
             if self._problems.get("root") != str(exc):
                 log.error("%s", exc)
-            self._problem("root", str(exc))
+            self._problems.set("root", str(exc))
             if not self._ready.is_set() and isinstance(job, ListsJob):
                 self._ready.set()  # READY, with the problem in the status: nothing else to wait for
             return
         if "root" in self._problems:
             log.info("the mirror root is back; resuming")
-            self._problem("root", None)
+            self._problems.set("root", None)
             self._sched.schedule(LISTS)
             self._sched.schedule(RESCAN)
         if isinstance(job, ListsJob):
             if self._lists_pass() is not None:
-                self._local_pass(schedule=True)
+                self._lists.local(schedule=True)
             # The folders exist: the watcher starts now, so a prompt saved during a first mirror goes out at once
             # (the request budget, not watchdog's CPU, sets how long a first mirror takes).
-            if self._watcher is None:
-                self._start_watching()
-            self._after_first_scan()
+            if self._watch.start_once(self._config.root, self._config.rescan_seconds, self._stopping.is_set):
+                # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk, at
+                # every folder: one looked at while unwatched may have changed during that look, after the part
+                # it concerned (a save while the transcript was fetched), and its fingerprint would hide it.
+                with self._cond:
+                    for rt in self._runtimes.all():
+                        rt.seen = None
+                self._sched.schedule(RESCAN)
+            if not self._ready.is_set():
+                self._lists.first_look(self._ready.set)
         elif isinstance(job, RescanJob):
-            self._local_pass(schedule=True)
+            self._lists.local(schedule=True)
         elif isinstance(job, AgentJob):
             agent = next((a for a in self._configured_agents() if a.id == job.agent_id), None)
             if agent is not None:  # the job holds its key: no other pass plans this agent meanwhile
-                self._agent_pass(agent, None)
+                self._lists.plan(agent, None)
         else:
             ident = job.conversation_id
             rt = self._runtime(ident)
@@ -461,36 +386,6 @@ class Engine:
             outcome = self._run_conversation(ident, flags)
             self._after_conversation(ident, outcome, lane)
 
-    def _start_watching(self) -> None:
-        with self._watch_lock:
-            if self._watcher is not None or self._stopping.is_set():
-                return
-            self._start_watcher()
-        # What changed before the watcher was up (a mkdir, a save) is found by a look at the disk, at every
-        # folder: one looked at while unwatched may have changed during that look, after the part it concerned
-        # (a save while the transcript was fetched), and its fingerprint, taken at the end, would hide it.
-        with self._cond:
-            for rt in self._runtimes.values():
-                rt.seen = None
-        self._sched.schedule(RESCAN)
-
-    def _after_first_scan(self) -> None:
-        if self._ready.is_set():
-            return
-        now = time.monotonic()
-        pending = set(self._state.conversations_with_pending())
-        with self._cond:
-            for row in self._active_conversations():
-                rt = self._runtime(row.id)
-                rt.add(Flags(local=True))
-                self._sched.due_at(
-                    ConversationJob(row.id), now, Lane.INTERACTIVE if row.id in pending else Lane.BACKGROUND
-                )
-                if row.id in pending:
-                    rt.touch()
-            self._ready.set()
-        self._sched.open_background()
-
     def _after_conversation(self, cid: str, outcome: Outcome | None, lane: Lane) -> None:
         if outcome is None:
             return
@@ -499,14 +394,8 @@ class Engine:
             if row is not None:
                 self._sched.schedule(AgentJob(row.agent_id))
             self._sched.schedule(LISTS, 0.5)
-        if outcome.transient is not None:
-            if not self._server_trouble:
-                log.warning("the server is unreachable or failing: %s", without_ids(str(outcome.transient)))
-            self._server_trouble = True
-            self._problem("server", f"the server cannot be reached or failed: {without_ids(str(outcome.transient))}")
-        if outcome.auth is not None:
-            self._problem("server", f"the server refused the API key: {outcome.auth}")
-        rt = self._runtimes.get(cid)
+        self._problems.conversation_failed(outcome.transient, outcome.auth)
+        rt = self._runtimes.peek(cid)
         with self._cond:
             if rt is not None and rt.recheck_at is not None:
                 self._sched.add_timer(Timer(rt.recheck_at, TimerKind.RECHECK, cid))
@@ -527,123 +416,13 @@ class Engine:
         with self._cond:
             self._passes_started += 1
             number = self._passes_started
-        error = self._lists_pass_body()
+        error = self._lists.run()
+        if error is None:
+            self._update_intervals()
         with self._cond:
             self._passes_done, self._pass_error = number, error
             self._cond.notify_all()
         return error
-
-    def _lists_pass_body(self) -> ApiError | None:
-        try:
-            agents = self._agents.resolve(self._config.agents, self._config.root)
-            self._rebuild_index()
-            for agent in agents:
-                # The agent's key is held from the listing on: it must not be older than the bindings it is
-                # planned with (a folder made meanwhile, created on the server, would read as deleted there).
-                key = AgentJob(agent.id)
-                if not self._claim(key, wait=True):
-                    break  # stopping
-                try:
-                    remote = self._client.list_conversations(agent.id)
-                    for cid in self._traits.hints.listed(remote):  # its list says it changed: read it now
-                        self._runtime(cid).add(Flags(poll=True))
-                        self._sched.schedule(ConversationJob(cid), lane=Lane.FIRST_LOOK)
-                    self._state.refresh_names(agent.id, {c.id: c.name for c in remote})  # for convsync status
-                    self._agent_pass(agent, remote)
-                finally:
-                    self._sched.done(key)
-        except ApiError as exc:
-            if isinstance(exc, AuthError):
-                message = f"the server refused the API key: {exc}"
-            elif isinstance(exc, TransientError):
-                message = f"the server cannot be reached or failed: {exc}"
-            else:
-                message = f"listing agents and conversations failed: {exc}"
-            # Once per distinct problem: the conversations' own server problems share "server" in _problems,
-            # so comparing with that made this line come back on every lists pass of an outage.
-            if self._lists_logged != message:
-                log.warning("%s", message)
-                self._lists_logged = message
-            self._problem("server", message)
-            self._server_trouble = True
-            return exc
-        self._problem("server", None)
-        self._lists_logged = None
-        if self._server_trouble:
-            log.info("the server answers again")
-            self._server_trouble = False
-            self._wake_pending()
-        self._update_intervals()
-        return None
-
-    def _wake_pending(self) -> None:
-        now = time.monotonic()
-        with self._cond:
-            for cid in self._state.conversations_with_pending():
-                rt = self._runtime(cid)
-                rt.retry_at = 0.0
-                rt.backoff.succeeded()
-                rt.add(Flags(local=True))
-                self._sched.due_at(ConversationJob(cid), now, Lane.INTERACTIVE)
-            self._cond.notify_all()
-
-    def _configured_agents(self) -> list[AgentRow]:
-        """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone).
-
-        Every job asks; the answer is kept until a binding or the configuration changes. Callers must not
-        modify the list."""
-        selectors = self._config.agents
-        key = (self._state.bindings_version, selectors)  # the version first: a write in between only rebuilds
-        cached = self._agents_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        rows = [
-            a
-            for a in self._state.agents()
-            if not selectors
-            or any(
-                (sel.id is not None and sel.id == a.id)
-                or (sel.name is not None and sel.name.casefold() == a.name.casefold())
-                for sel in selectors
-            )
-        ]
-        self._agents_cache = (key, rows)
-        return rows
-
-    def _active_conversations(self) -> list[ConversationRow]:
-        agents = {a.id for a in self._configured_agents()}
-        return [c for c in self._state.conversations(status="active") if c.agent_id in agents]
-
-    def _local_pass(self, *, schedule: bool = False) -> None:
-        """Plan every agent against the disk only, and look at every conversation folder."""
-        for agent in self._configured_agents():
-            if (self._config.root / agent.folder).is_dir() or agent.id in self._agents.vanished:
-                key = AgentJob(agent.id)
-                if not self._claim(key, wait=True):
-                    return  # stopping
-                try:
-                    self._agent_pass(agent, None)
-                finally:
-                    self._sched.done(key)
-        if schedule:
-            folders = {a.id: a.folder for a in self._configured_agents()}
-            pending = set(self._state.conversations_with_pending())
-            root = self._config.root
-            for row in self._active_conversations():
-                rt = self._runtime(row.id)
-                # Only folders that changed since the last look (or with queued work) need one.
-                if row.id in pending:
-                    rt.add(Flags(local=True))
-                    self._sched.schedule(ConversationJob(row.id))
-                elif rt.seen != folder_fingerprint(root / folders[row.agent_id] / row.folder):
-                    rt.add(Flags(local=True))  # a send it finds goes out in the interactive lane all the same
-                    self._sched.schedule(ConversationJob(row.id), lane=Lane.BACKGROUND)
-
-    # --- one agent ------------------------------------------------------------------------------------------
-
-    def _agent_pass(self, agent: AgentRow, remote: list[Conversation] | None) -> None:
-        if self._agents.run(agent, remote, root=self._config.root, policy=self._config.on_local_delete):
-            self._rebuild_index()
 
     # --- what an agent pass needs (AgentHost) ---------------------------------------------------------------
 
@@ -666,7 +445,7 @@ class Engine:
         self._sched.done(ConversationJob(cid))
 
     def problem(self, source: str, text: str | None) -> None:
-        self._problem(source, text)
+        self._problems.set(source, text)
 
     def bound(self, cid: str, agent_folder: str, folder: str, *, new: bool, lane: Lane = Lane.INTERACTIVE) -> None:
         rt = self._runtime(cid)
@@ -676,19 +455,14 @@ class Engine:
             if key in self._orphan_signals:
                 self._orphan_signals.discard(key)
                 flags.prompt_signal_ns = time.time_ns()
-            self._folder_index[key] = cid
+            self._selection.folders[key] = cid
         rt.add(flags)
         self._sched.schedule(ConversationJob(cid), lane=lane)
 
     # --- one conversation -----------------------------------------------------------------------------------
 
     def _runtime(self, cid: str) -> ConversationRuntime:
-        with self._cond:  # the scheduler iterates these dicts
-            rt = self._runtimes.get(cid)
-            if rt is None:
-                rt = self._runtimes[cid] = ConversationRuntime(cid)
-            self._polls.first(cid, time.monotonic())
-            return rt
+        return self._runtimes.get(cid)
 
     def _run_conversation(self, cid: str, flags: Flags) -> Outcome | None:
         row = self._state.conversation(cid)
@@ -730,8 +504,8 @@ class Engine:
             where = route(
                 hint,
                 self._config.root,
-                agents=self._agent_index,
-                conversation_of=self._folder_index.get,
+                agents=self._selection.agent_folders,
+                conversation_of=self._selection.folders.get,
                 building=self._building.__contains__,
             )
             if where.orphan is not None:
@@ -758,23 +532,20 @@ class Engine:
         if recorded != root:
             self._state.set_meta("root", root)
 
-    def _rebuild_index(self) -> None:
-        # Every lists pass asks for this; when no binding changed (the idle case) the index is still right.
-        # The version is read before the rows: a write in between only makes the next call rebuild again.
-        key = (self._state.bindings_version, self._config.agents, self._config.root)
-        if key == self._index_key:
-            return
-        agents = {a.id: a.folder for a in self._configured_agents()}
-        index = {(agents[c.agent_id], c.folder): c.id for c in self._active_conversations()}
-        with self._cond:
-            self._agent_index = {folder: aid for aid, folder in agents.items()}
-            self._folder_index = index
-            self._index_key = key
-
     def _update_intervals(self) -> None:
         with self._cond:  # the index holds exactly the active conversations of the configured agents
-            cids = list(self._folder_index.values())
-        n_active = sum(1 for cid in cids if (rt := self._runtimes.get(cid)) is not None and rt.active)
+            cids = list(self._selection.folders.values())
+        n_active = sum(1 for cid in cids if (rt := self._runtimes.peek(cid)) is not None and rt.active)
         self._polls.update(
-            self._config, n_active=n_active, n_idle=len(cids) - n_active, n_agents=len(self._agent_index)
+            self._config, n_active=n_active, n_idle=len(cids) - n_active, n_agents=len(self._selection.agent_folders)
         )
+
+    def _rebuild_index(self) -> None:
+        self._selection.rebuild(self._config.agents, self._config.root)
+
+    def _configured_agents(self) -> list[AgentRow]:
+        """The bound agents the configuration still selects (an agent dropped from ``agents:`` is left alone)."""
+        return self._selection.agents(self._config.agents)
+
+    def _active_conversations(self) -> list[ConversationRow]:
+        return self._selection.conversations(self._config.agents)
