@@ -10,12 +10,13 @@ default config. Once every ``transcript.md`` exists:
   conversations at once; the slowest of them (the measured worst case) is printed next to what the poll policy
   promises: one idle interval, (N + 2) / 1.5 s with the default config (``docs/performance.md``), and three
   intervals for a conversation whose first poll after a start has not come yet (first polls are spread);
-- **idle request rate**: the daemon's requests per second while it waits in the second phase, against the
-  background share (half of the client's 30 / 10 s).
+- **idle request rate**: the daemon's requests per second from the first injection to the end (the reads the
+  list announced left out: they are first looks), against the background share (half of the client's 30 / 10 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ def _appeared(folders: dict[str, Path], texts: dict[str, str], timeout: float) -
                 continue
         return len(seen) == len(texts)
 
-    h.wait_until(done, timeout, f"{len(texts)} remote messages in their transcripts", interval=0.25)
+    with contextlib.suppress(TimeoutError):  # reported: a message not seen counts as "inf"
+        h.wait_until(done, timeout, f"{len(texts)} remote messages in their transcripts", interval=0.25)
     return seen
 
 
@@ -93,20 +95,24 @@ def main(argv: list[str] | None = None) -> int:
             picked = cids[step::step]
             hinted, sampled = picked[: args.hinted], picked[args.hinted : args.hinted + args.sampled]
 
-            at, texts = _add_elsewhere(emu, hinted, "hinted")
+            start, texts = _add_elsewhere(emu, hinted, "hinted")
             seen = _appeared(folders, texts, LISTS_SECONDS * 3 + 60)
-            with_hints = max(seen.values()) - at
+            missing = len(texts) - len(seen)
+            with_hints = max(seen.values()) - start if not missing else float("inf")
 
             if sampled:
                 emu.configure(list_updated_at="off")
                 at, texts = _add_elsewhere(emu, sampled, "polled")
                 seen = _appeared(folders, texts, 3 * promised + 120)
-                without = sorted(t - at for t in seen.values())
+                missing += len(texts) - len(seen)
+                without = sorted(t - at for t in seen.values()) + [float("inf")] * (len(texts) - len(seen))
             else:  # (--sampled 0: the first phase only; its time is the idle rate's window)
                 without = [float("nan")]
             ended = time.time()
-            log = h.requests_since(emu, at)
-            idle_rate = sum(1 for r in log if r.started <= ended) / (ended - at)
+            # All the daemon's requests but the reads the list announced (first-look lane, not background).
+            announced = tuple(f"{cid}/messages" for cid in hinted)
+            log = [r for r in h.requests_since(emu, start) if r.started <= ended and not r.path.endswith(announced)]
+            idle_rate = len(log) / (ended - start)
             status_429 = sum(1 for r in h.requests_since(emu, 0.0) if r.status == 429)
     target = LISTS_SECONDS + SLACK
     h.report(
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             f"promised = the poll policy's idle interval for {n} idle conversations: (N + 2) / 1.5 = {promised:.0f} s; "
             f"right after a first mirror a first poll may come up to 3 intervals after the conversation was first "
             f"seen ({3 * promised:.0f} s)",
-            "times from the injection to the transcript's mtime; the idle rate over the second phase",
+            "times from the injection to the transcript's mtime (inf: not there before the bench's timeout, "
+            f"{missing} such); the idle rate from the first injection to the end, the announced reads left out",
         ],
     )
     return 0

@@ -316,7 +316,7 @@ class Engine:
         """Turn due timers into jobs (called with the lock held)."""
         config = self._config
         if now >= self._next_lists:
-            self._sched.due_at(LISTS, now, Lane.BACKGROUND)
+            self._sched.due_at(LISTS, now, self._polls.lists_lane())
             self._next_lists = now + self._polls.lists_interval(config)
         if now >= self._next_rescan:
             self._sched.due_at(RESCAN, now, Lane.BACKGROUND)

@@ -8,12 +8,10 @@ budget: with N idle conversations the worst-case delay of a remote change is abo
 default config (``docs/performance.md``). A poll right after a read (a reply ended) would learn nothing and
 moves to one interval after that read; first polls after a start are spread over three intervals.
 
-A server whose list announces changes (``convsync.mirror.hints``: ``updated_at`` in the list, trusted) makes
-the list the way to find them: the lists pass then keeps its configured interval, unstretched, and the polls
-fit what is left of the background share.
-
-``PollPolicy`` keeps each conversation's next poll time and hands timers to ``add_timer``; it runs under the
-engine's lock and takes the clock and randomness as arguments, so it is unit-tested without threads.
+A server whose list announces changes (``convsync.mirror.hints``: ``updated_at`` in the list, trusted)
+makes the list the way to find them: the lists pass then keeps its configured interval, unstretched, and
+runs in the first-look lane (one request per agent and interval, which must not wait behind a backlog of
+background jobs such as a first mirror's files listings); the polls fit what is left of the background share.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from convsync.api.ratelimit import Lane
 from convsync.config import Config
 from convsync.mirror.hints import ChangeHints
 from convsync.mirror.plan import PollIntervals, poll_intervals
@@ -66,6 +65,10 @@ class PollPolicy:
         if announcing:
             intervals = PollIntervals(intervals.active, intervals.idle, lists)
         self.intervals = intervals
+
+    def lists_lane(self) -> Lane:
+        """The lane of the periodic lists pass: first look while it is how changes are found, else background."""
+        return Lane.FIRST_LOOK if self._hints is not None and self._hints.announcing else Lane.BACKGROUND
 
     def lists_interval(self, config: Config) -> float:
         return max(self.intervals.lists, config.poll_conversations_seconds)

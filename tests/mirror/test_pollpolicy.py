@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from convsync.api.models import Conversation
+from convsync.api.ratelimit import Lane
 from convsync.config import Config
 from convsync.mirror.hints import ChangeHints
 from convsync.mirror.pollpolicy import PollPolicy
@@ -85,3 +86,11 @@ def test_without_announcements_the_lists_pass_is_stretched_too() -> None:
     polls = PollPolicy(CONFIG, timers.append, random.Random(1), hints=ChangeHints())
     polls.update(CONFIG, n_active=0, n_idle=1000, n_agents=1)
     assert polls.lists_interval(CONFIG) == pytest.approx(30 * (1000 + 2) / 90)
+
+
+def test_a_list_that_announces_changes_is_read_in_the_first_look_lane() -> None:
+    """The lists pass of an announcing server does not wait behind background jobs; otherwise it is background."""
+    timers: list[Timer] = []
+    announcing = PollPolicy(CONFIG, timers.append, hints=_announcing())
+    silent = PollPolicy(CONFIG, timers.append, hints=ChangeHints())
+    assert (announcing.lists_lane(), silent.lists_lane()) == (Lane.FIRST_LOOK, Lane.BACKGROUND)
