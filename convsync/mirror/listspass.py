@@ -47,6 +47,7 @@ class ListsPass:
         problems: Problems,
         hints: ChangeHints,
         stopping: Callable[[], bool],
+        answered: Callable[[], None],
     ) -> None:
         self._config = config
         self._client = client
@@ -59,9 +60,33 @@ class ListsPass:
         self._problems = problems
         self._hints = hints
         self._stopping = stopping
+        self._answered = answered  # after a pass the server answered
+        # Lists passes started and finished, and the last one's server error: what ``wait`` waits for.
+        self.started = 0
+        self._done = 0
+        self._error: ApiError | None = None
 
     def run(self) -> ApiError | None:
         """Resolve agents and plan each against its conversation list; returns the server's error, if any."""
+        with self._sched.changed:
+            self.started += 1
+            number = self.started
+        error = self._run()
+        if error is None:
+            self._answered()
+        with self._sched.changed:
+            self._done, self._error = number, error
+            self._sched.changed.notify_all()
+        return error
+
+    def wait(self, number: int, timeout: float | None) -> ApiError | None:
+        """Wait until lists pass ``number`` finished (or stopping); its server error. ``TimeoutError`` if late."""
+        with self._sched.changed:
+            if not self._sched.changed.wait_for(lambda: self._done >= number or self._stopping(), timeout):
+                raise TimeoutError("the pass did not finish in time")
+            return self._error
+
+    def _run(self) -> ApiError | None:
         config = self._config()
         try:
             agents = self._agents.resolve(config.agents, config.root)

@@ -36,3 +36,20 @@ class Runtimes:
     def all(self) -> list[ConversationRuntime]:
         with self._lock:
             return list(self._by_id.values())
+
+    def poll_window(self, cid: str) -> str:
+        """Which poll interval ``cid`` is in (``PollPolicy.respread``): "active", "first" (never read) or "idle"."""
+        rt = self._by_id.get(cid)
+        if rt is not None and rt.active:
+            return "active"
+        return "first" if rt is None or rt.fetched[0] == float("-inf") else "idle"
+
+    def count_active(self, cids: list[str]) -> int:
+        """How many of ``cids`` are active (polled at the fast rate)."""
+        return sum(1 for cid in cids if (rt := self._by_id.get(cid)) is not None and rt.active)
+
+    def forget_seen(self) -> None:
+        """Every folder is to be looked at again, changed or not (what the watcher could not see)."""
+        with self._lock:
+            for rt in self._by_id.values():
+                rt.seen = None

@@ -6,7 +6,7 @@ the request budget (``convsync.api.ratelimit.Lane``): its most urgent reason. Th
 - *due* jobs: a time each (``schedule``; debounced ones move back with every hint, at most ``DEBOUNCE_CAP``
   debounce periods after the first), dispatched into one queue per lane when their time comes;
 - *timers* (``Timer``: a poll, a recheck, a retry, dropping kept messages) in a heap, handed to the engine
-  when due (``due_timers``), which turns them into jobs;
+  when due (``due_timers``), which turns them into jobs (``convsync.mirror.timers``);
 - the *busy* set: a job is never run twice at once, and work outside a job (a pass over every agent, a
   folder moved aside) takes a job's key the same way (``claim``): this rule is the engine's only exclusion,
   and no lock is held across a request.

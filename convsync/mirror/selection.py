@@ -4,17 +4,21 @@ The configuration selects agents (``agents:``; an agent dropped from it is left 
 and their conversations to folders. ``Selection`` answers "which agents, which active conversations" for
 every job, cached until a binding or the selectors change, and keeps the indexes ``routing.route`` reads on
 the watcher's thread: (agent folder, conversation folder) → conversation id, agent folder → agent id. It
-reads the state database only; the lock it is handed (the engine's) guards the indexes.
+reads the state database only; the lock it is handed (the engine's) guards the indexes. ``bind_root``: the
+bindings belong to one root.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from convsync.config import AgentSelector
 from convsync.mirror.state import AgentRow, ConversationRow, State
+
+log = logging.getLogger(__name__)
 
 
 class Selection:
@@ -62,3 +66,14 @@ class Selection:
             self.agent_folders = {folder: aid for aid, folder in agents.items()}
             self.folders = index
             self._index_key = key
+
+
+def bind_root(state: State, root: Path) -> None:
+    """Bindings belong to one root: a different root starts from scratch (the old one is left alone)."""
+    resolved = str(root.resolve())
+    recorded = state.get_meta("root")
+    if recorded is not None and recorded != resolved:
+        log.warning("the mirror root changed from %s to %s: mirroring everything anew", recorded, resolved)
+        state.reset_bindings()
+    if recorded != resolved:
+        state.set_meta("root", resolved)
