@@ -81,7 +81,7 @@ def _add_elsewhere(emu: Any, cids: list[str], tag: str) -> tuple[float, dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    sizes = {"conversations": (100, 1000), "messages": (1, 1), "hinted": (3, 3), "sampled": (20, 20)}
+    sizes = {"conversations": (100, 1000), "messages": (1, 1), "hinted": (3, 3), "sampled": (1, 1)}
     # --idle-window: with --sampled 0, the idle rate is measured over this many more seconds (the limiter's
     # window is 10 s: a shorter measure says little).
     args = h.size_args(argv, __doc__ or "", **sizes, settle=(1, 1), idle_window=(120, 120))
