@@ -201,6 +201,7 @@ class Reconcile:
         self._messages_changed = False
         self._news = False  # the last transcript sync added messages to a transcript that had some
         self._pending: list[OutboxEntry] | None = None  # the outbox as last read, while nothing changed it
+        self._held_back = False  # a failure's backoff kept the queue from being tried in this pass
 
     # --- the pass -------------------------------------------------------------------------------------------
 
@@ -229,7 +230,9 @@ class Reconcile:
                 self._export_frames()
                 self.rt.files_due = self._items_waiting()
                 self.rt.files_checked_at = time.monotonic()
-            if not self._outbox_failing():  # everything that was tried worked
+            # Everything that was tried worked, and nothing was held back by a failure's backoff (the retry timer
+            # may end the backoff while this pass runs: that is no proof the queue goes out again).
+            if not self._held_back and not self._outbox_failing():
                 report.clear()
                 self.rt.backoff.succeeded()
                 self.rt.not_found.succeeded()
@@ -478,7 +481,10 @@ class Reconcile:
             # The inbox scan just read the outbox; when nothing was queued since, that answer still holds.
             pending = self._pending if self._pending is not None else self.ctx.state.pending(self.cid)
             self._pending = None
-            if not pending or self._outbox_failing():
+            if not pending:
+                break
+            if self._outbox_failing():
+                self._held_back = True
                 break
             head = pending[0]
             if head.kind == "upload":
